@@ -1,0 +1,34 @@
+# Everything a fresh machine needs, in one place.
+#   make book   -> builds the book (every notebook executed) into _build/html
+#   make test   -> runs the test suite (unit tests, nbgrader round trip, book build)
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The torch build these machines install from local disk; Colab brings its own torch.
+TORCH ?= torch==2.14.1 torchvision==0.29.1
+
+.PHONY: setup book test exercises clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH)
+	$(BIN)/python -m pip install -q -e ".[book,test]"
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (coursekit)" > /dev/null
+	touch $@
+
+book: setup
+	$(BIN)/jupyter-book build . -W --keep-going
+
+test: setup
+	$(BIN)/python -m pytest -ra
+
+# Regenerate the student versions in exercises/ from solutions/ (never edit exercises/ by hand).
+ASSIGNMENTS ?= ps1
+exercises: setup
+	for assignment in $(ASSIGNMENTS); do $(BIN)/nbgrader generate_assignment $$assignment --force || exit 1; done
+
+clean:
+	rm -rf _build
