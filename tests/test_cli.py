@@ -1,0 +1,26 @@
+import json
+
+from coursekit.checkpoint import load_checkpoint
+from coursekit.cli import main
+
+
+def test_train_sample_info_round_trip(tmp_path, capsys):
+    out = tmp_path / "ae"
+    assert main(["train", "autoencoder", "--latent-dim", "2", "--epochs", "1", "--out", str(out), "--quiet",
+                 "--device", "cpu"]) == 0
+    record = json.loads((out / "training.json").read_text())
+    assert record["command"] == f"coursekit train autoencoder --latent-dim 2 --epochs 1 --out {out} --quiet --device cpu"
+    assert record["data"] == {"name": "mnist", "source": "bundled", "train_images": 4000}
+    assert record["device"] == "cpu" and record["epochs"] == 1 and record["train_seconds"] > 0
+    assert 0 < record["metrics"]["test_mse"] < 0.2 and record["metrics"]["random_latent_fid_ratio"] > 1
+    model = load_checkpoint(out)
+    assert model.config.latent_dim == 2
+
+    assert main(["sample", str(out), "--num-samples", "16", "--out", str(tmp_path / "grid.png")]) == 0
+    assert (tmp_path / "grid.png").stat().st_size > 0
+    assert main(["sample", str(out), "--num-samples", "4", "--out", str(tmp_path / "samples.pt")]) == 0
+
+    capsys.readouterr()
+    assert main(["info"]) == 0
+    listing = capsys.readouterr().out
+    assert "mnist-classifier" in listing and "test_accuracy" in listing

@@ -1,0 +1,96 @@
+"""The repository's conventions: config, environment, notebooks, README and CI agree."""
+
+import json
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+from packaging.requirements import Requirement
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
+NOTEBOOKS = sorted(p for folder in ("book", "solutions", "exercises") for p in (ROOT / folder).rglob("*.ipynb")
+                   if ".ipynb_checkpoints" not in p.parts)
+
+
+def _normalise(requirement: str) -> tuple[str, str]:
+    parsed = Requirement(requirement)
+    return parsed.name.lower().replace("_", "-"), str(parsed.specifier)
+
+
+def test_environment_yml_lists_the_pyproject_dependencies():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = project["dependencies"] + project["optional-dependencies"]["book"] + project["optional-dependencies"]["test"]
+    environment = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip_section = next(item["pip"] for item in environment["dependencies"] if isinstance(item, dict))
+    listed = [entry for entry in pip_section if not entry.startswith("-")]
+    assert sorted(map(_normalise, listed)) == sorted(map(_normalise, wanted))
+    assert "-e ." in pip_section  # the package itself
+
+
+def test_book_config_has_the_decided_settings():
+    assert CONFIG["only_build_toc_files"] is True
+    assert CONFIG["repository"]["path_to_book"] == ""
+    assert CONFIG["execute"]["raise_on_error"] is True
+    assert CONFIG["execute"]["execute_notebooks"] == "force"
+    assert CONFIG["launch_buttons"]["colab_url"] == "https://colab.research.google.com"
+    assert re.fullmatch(r"https://github\.com/[\w.-]+/[\w.-]+", CONFIG["repository"]["url"])
+    assert all((ROOT / bib).is_file() for bib in CONFIG["bibtex_bibfiles"])
+
+
+def test_toc_lists_every_chapter_and_only_book_pages():
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    files = [toc["root"]] + [chapter["file"] for part in toc["parts"] for chapter in part["chapters"]]
+    assert all(name.startswith("book/") for name in files)
+    chapters = {f"book/{p.stem}" for p in (ROOT / "book").glob("*.ipynb")}
+    assert chapters <= set(files), chapters - set(files)
+    for name in files:
+        assert (ROOT / f"{name}.ipynb").exists() or (ROOT / f"{name}.md").exists(), name
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_notebooks_are_stored_without_outputs(path):
+    notebook = json.loads(path.read_text())
+    for cell in notebook["cells"]:
+        if cell["cell_type"] == "code":
+            assert cell["outputs"] == [] and cell["execution_count"] is None, "clear outputs before committing"
+    assert notebook["metadata"]["kernelspec"]["name"] == "python3"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_first_code_cell_installs_coursekit_in_colab_only(path):
+    notebook = json.loads(path.read_text())
+    first = "".join(next(c for c in notebook["cells"] if c["cell_type"] == "code")["source"])
+    assert 'if "google.colab" in sys.modules:' in first
+    urls = re.findall(r"git\+(https://[^\s\"']+)", first)
+    assert urls == [CONFIG["repository"]["url"]], f"install cell must use the canonical URL, found {urls}"
+    assert "get_device()" in first
+
+
+def test_readme_commands_and_ci_agree():
+    readme = (ROOT / "README.md").read_text()
+    assert "make book" in readme and "make test" in readme
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^book: setup", makefile, re.M) and re.search(r"^test: setup", makefile, re.M)
+    url = CONFIG["repository"]["url"].removeprefix("https://github.com/")
+    for link in re.findall(r"colab\.research\.google\.com/github/([^)\s]+)", readme):
+        owner_repo, _, path = link.partition("/blob/main/")
+        assert owner_repo == url and (ROOT / path).is_file(), link
+
+
+def test_wheel_ships_every_checkpoint(tmp_path):
+    """Colab installs coursekit from git: the built wheel must carry the checkpoints."""
+    import subprocess
+    import sys
+    import zipfile
+
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", str(ROOT),
+                    "-w", str(tmp_path)], check=True, capture_output=True)
+    names = zipfile.ZipFile(next(tmp_path.glob("coursekit-*.whl"))).namelist()
+    for folder in (ROOT / "src" / "coursekit" / "checkpoints").iterdir():
+        if (folder / "config.json").is_file():
+            for file in ("config.json", "model.safetensors", "training.json"):
+                assert f"coursekit/checkpoints/{folder.name}/{file}" in names
