@@ -28,7 +28,7 @@ test: setup
 # Regenerate the student versions in exercises/ from solutions/ (never edit exercises/ by hand).
 ASSIGNMENTS ?= ps1
 exercises: setup
-	for assignment in $(ASSIGNMENTS); do $(BIN)/nbgrader generate_assignment $$assignment --force || exit 1; done
+	for assignment in $(ASSIGNMENTS); do PATH="$(CURDIR)/$(BIN):$$PATH" nbgrader generate_assignment $$assignment --force || exit 1; done
 
 clean:
 	rm -rf _build

@@ -1,0 +1,303 @@
+"""Exercise set ps1 (autoencoders): the notebook's structure, its visible checks, and autograding.
+
+The fast tests read ``solutions/ps1/ps1.ipynb`` (the nbgrader source) and run its answers through
+``coursekit.exercises.ps1``. The slow tests build a throwaway course directory, regenerate the
+student release there (it must equal the committed ``exercises/ps1/ps1.ipynb``) and autograde
+three submissions with nbgrader: the solution, the untouched release, and a release filled in with
+some plausible mistakes. They need the shipped checkpoints ``ae-latent16`` and ``ae-anomaly``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+import torch
+
+from coursekit.exercises import ps1 as checks
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCE = ROOT / "solutions" / "ps1" / "ps1.ipynb"
+RELEASE = ROOT / "exercises" / "ps1" / "ps1.ipynb"
+BIN = Path(sys.executable).parent
+NBGRADER = BIN / "nbgrader"
+
+FIRST_CODE_CELL = '''# Colab: install the course package (on your own machine this cell only picks the device).
+import sys
+if "google.colab" in sys.modules:
+    %pip install -q "coursekit @ git+https://github.com/gen-image-course/generative-image-models"
+
+import torch
+from coursekit import get_device, seed_everything
+
+device = get_device()
+generator = seed_everything(0)
+print(f"torch {torch.__version__}, device: {device}")'''
+
+# grade_id of each autograded tests cell -> points
+TEST_POINTS = {
+    "test_encoder_decoder": 3,
+    "test_reconstruction_loss": 2,
+    "test_anomaly_scores": 2,
+    "test_choose_threshold": 3,
+    "test_roc_auc": 2,
+}
+WRITTEN_POINTS = {"answer_random_codes": 3}
+
+# Plausible mistakes, as (correct line, wrong line) in the answer cell with that grade_id.
+BUGS = {
+    # sums the squared error over the pixels: 784 times too large (caught by the visible check)
+    "reconstruction_loss": ("return squared_error.flatten(1).mean(dim=1)",
+                            "return squared_error.flatten(1).sum(dim=1)"),
+    # the threshold in the wrong tail: flags 95% of normal images (caught by the visible check)
+    "choose_threshold": ("1.0 - false_positive_rate", "false_positive_rate"),
+    # ordinal ranks instead of average ranks: right without ties, wrong with them (hidden tests only)
+    "roc_auc": ("ranks = torch.from_numpy(rankdata(scores.numpy()))",
+                "ranks = torch.argsort(torch.argsort(scores)).double() + 1"),
+}
+BUGGY_SCORES = {
+    "test_encoder_decoder": 3,
+    "test_reconstruction_loss": 0,
+    "test_anomaly_scores": 2,
+    "test_choose_threshold": 0,
+    "test_roc_auc": 0,
+}
+SOLUTION_MARKERS = re.compile(r"^\s*### (BEGIN|END) SOLUTION\s*\n", flags=re.MULTILINE)
+
+
+def read(path: Path) -> nbformat.NotebookNode:
+    return nbformat.read(str(path), as_version=4)
+
+
+def nbgrader_meta(cell) -> dict:
+    return cell.metadata.get("nbgrader", {})
+
+
+def answer_sources(bugs: dict[str, tuple[str, str]] | None = None) -> dict[str, str]:
+    """grade_id -> source of each autograded answer cell of the solution, markers removed, bugs applied."""
+    sources = {}
+    for cell in read(SOURCE).cells:
+        meta = nbgrader_meta(cell)
+        if cell.cell_type == "code" and meta.get("solution"):
+            source = SOLUTION_MARKERS.sub("", cell.source)
+            if bugs and meta["grade_id"] in bugs:
+                correct, wrong = bugs[meta["grade_id"]]
+                assert correct in source, f"the bug for {meta['grade_id']} no longer matches the solution"
+                source = source.replace(correct, wrong)
+            sources[meta["grade_id"]] = source
+    return sources
+
+
+def answers_namespace(bugs: dict[str, tuple[str, str]] | None = None) -> dict:
+    """Run the answer cells (only those) in a fresh namespace, as a notebook would."""
+    namespace = {"torch": torch}
+    for source in answer_sources(bugs).values():
+        exec(compile(source, "<ps1 answer>", "exec"), namespace)  # noqa: S102 (our own notebook)
+    return namespace
+
+
+def tiny_autoencoder():
+    from coursekit.models.autoencoder import Autoencoder, AutoencoderConfig
+
+    torch.manual_seed(0)
+    return Autoencoder(AutoencoderConfig(latent_dim=4)).eval()
+
+
+# --- the notebook's structure -------------------------------------------------------------------
+
+def test_source_notebook_structure():
+    notebook = read(SOURCE)
+    assert notebook.metadata["kernelspec"] == {"name": "python3", "display_name": "Python 3", "language": "python"}
+    code_cells = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    assert notebook.cells[0].cell_type == "markdown" and "run the last cell" in notebook.cells[0].source.lower()
+    assert code_cells[0].source == FIRST_CODE_CELL and not nbgrader_meta(code_cells[0])
+    assert all(not cell.outputs and cell.execution_count is None for cell in code_cells), "store the source without outputs"
+    assert "self_check(globals())" in code_cells[-1].source and not nbgrader_meta(code_cells[-1])
+
+    tests = {nbgrader_meta(c)["grade_id"]: c for c in code_cells if nbgrader_meta(c).get("grade")}
+    assert {grade_id: nbgrader_meta(c)["points"] for grade_id, c in tests.items()} == TEST_POINTS
+    for grade_id, cell in tests.items():
+        assert nbgrader_meta(cell)["locked"] and not nbgrader_meta(cell)["solution"]
+        assert "assert" in cell.source.split("### BEGIN HIDDEN TESTS")[0], f"{grade_id} has no visible asserts"
+        assert "### BEGIN HIDDEN TESTS" in cell.source and "### END HIDDEN TESTS" in cell.source
+    written = {nbgrader_meta(c)["grade_id"]: nbgrader_meta(c)["points"] for c in notebook.cells
+               if c.cell_type == "markdown" and nbgrader_meta(c).get("grade")}
+    assert written == WRITTEN_POINTS
+    total = sum(TEST_POINTS.values()) + sum(WRITTEN_POINTS.values())
+    assert f"**{total}**" in notebook.cells[0].source, f"the instructions should state the total, {total} points"
+    # the module's self-check table agrees with the notebook's points
+    assert [part.points for part in checks.PARTS] == list(TEST_POINTS.values())
+
+
+def test_release_has_no_solutions_or_hidden_tests():
+    release = read(RELEASE)
+    for cell in release.cells:
+        assert "BEGIN SOLUTION" not in cell.source and "HIDDEN TESTS" not in cell.source
+        if cell.cell_type == "code":
+            assert not cell.outputs and cell.execution_count is None
+    stubs = [cell for cell in release.cells if nbgrader_meta(cell).get("solution")]
+    assert len(stubs) == len(answer_sources()) + len(WRITTEN_POINTS)
+    assert all("raise NotImplementedError()" in c.source for c in stubs if c.cell_type == "code")
+
+
+# --- the visible checks (fast) -------------------------------------------------------------------
+
+def test_visible_checks_pass_for_reference_answers():
+    namespace = answers_namespace()
+    checks.check_autoencoder_shapes(namespace["Encoder"], namespace["Decoder"])
+    checks.check_reconstruction_loss(namespace["reconstruction_loss"])
+    checks.check_anomaly_scores(namespace["anomaly_scores"], tiny_autoencoder(), torch.rand(9, 1, 28, 28))
+    checks.check_choose_threshold(namespace["choose_threshold"])
+    checks.check_roc_auc(namespace["roc_auc"])
+
+
+def test_visible_checks_fail_for_buggy_answers():
+    buggy = answers_namespace(BUGS)
+    with pytest.raises(AssertionError, match="784 times too large"):
+        checks.check_reconstruction_loss(buggy["reconstruction_loss"])
+    with pytest.raises(AssertionError, match="wrong tail"):
+        checks.check_choose_threshold(buggy["choose_threshold"])
+    # Ordinal ranks agree with average ranks when no scores tie: only the hidden tests see this bug.
+    checks.check_roc_auc(buggy["roc_auc"])
+
+    def batch_mean(x, x_hat):
+        return ((x_hat - x) ** 2).mean()
+
+    with pytest.raises(AssertionError, match="one number per image"):
+        checks.check_reconstruction_loss(batch_mean)
+
+    def tracks_gradients(model, images):
+        return ((model(images) - images) ** 2).flatten(1).mean(dim=1)
+
+    with pytest.raises(AssertionError, match="no_grad"):
+        checks.check_anomaly_scores(tracks_gradients, tiny_autoencoder(), torch.rand(5, 1, 28, 28))
+
+    from torch import nn
+
+    class NoSigmoidDecoder(nn.Module):
+        def __init__(self, latent_dim):
+            super().__init__()
+            self.linear = nn.Linear(latent_dim, 784)
+
+        def forward(self, z):
+            return 10 * self.linear(z).view(-1, 1, 28, 28)
+
+    with pytest.raises(AssertionError, match="sigmoid"):
+        checks.check_autoencoder_shapes(buggy["Encoder"], NoSigmoidDecoder)
+
+
+def test_self_check_table(capsys):
+    results = checks.self_check({})
+    assert [status for _, status, _ in results] == ["not attempted"] * len(checks.PARTS)
+
+    def not_done(*args, **kwargs):
+        raise NotImplementedError()
+
+    def crashes(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    namespace = answers_namespace(BUGS)
+    del namespace["anomaly_scores"]  # its cell was never run
+    namespace["reconstruction_loss"] = crashes
+    namespace["choose_threshold"] = not_done
+    status = {part.label: status for part, status, _ in checks.run_checks(namespace)}
+    assert status == {"a": "pass", "b": "FAIL", "c": "not attempted", "d": "not attempted", "e": "pass"}
+    capsys.readouterr()
+    checks.self_check(namespace)
+    table = capsys.readouterr().out
+    for expected in ("RuntimeError: boom", "anomaly_scores not defined", "NotImplementedError", "5 of 12"):
+        assert expected in table, f"{expected!r} missing from the table:\n{table}"
+
+
+# --- autograding (slow) ----------------------------------------------------------------------------
+
+def run_nbgrader(course: Path, *args: str) -> float:
+    """Run ``nbgrader`` in ``course``; return the seconds it took. Fails the test with its log."""
+    env = dict(os.environ)
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"  # nbgrader calls `alembic` from the PATH
+    env["OMP_NUM_THREADS"] = "1"  # the graded kernels share a few cores; threads only fight over them
+    start = time.perf_counter()
+    result = subprocess.run([str(NBGRADER), *args], cwd=course, env=env, capture_output=True, text=True, timeout=900)
+    seconds = time.perf_counter() - start
+    assert result.returncode == 0, f"nbgrader {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+    return seconds
+
+
+@pytest.fixture(scope="module")
+def course(tmp_path_factory) -> Path:
+    """A throwaway course directory with ps1's source and the regenerated release."""
+    course = tmp_path_factory.mktemp("course")
+    # The config sets the course root to its own folder, so a copy points at the copy.
+    shutil.copy(ROOT / "nbgrader_config.py", course / "nbgrader_config.py")
+    shutil.copytree(SOURCE.parent, course / "solutions" / "ps1", ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    run_nbgrader(course, "generate_assignment", "ps1", "--force")
+    return course
+
+
+def submit(course: Path, student: str, notebook: nbformat.NotebookNode) -> None:
+    folder = course / "submitted" / student / "ps1"
+    folder.mkdir(parents=True, exist_ok=True)
+    nbformat.write(notebook, str(folder / "ps1.ipynb"))
+
+
+def filled_in_release(bugs: dict[str, tuple[str, str]]) -> nbformat.NotebookNode:
+    """The release with every answer cell filled in from the solution, some with ``bugs``."""
+    notebook = read(RELEASE)
+    sources = answer_sources(bugs)
+    for cell in notebook.cells:
+        meta = nbgrader_meta(cell)
+        if meta.get("solution") and cell.cell_type == "code":
+            cell.source = sources[meta["grade_id"]]
+        elif meta.get("solution"):
+            cell.source = "Codes of real digits sit in a small region; random points land elsewhere."
+    return notebook
+
+
+@pytest.mark.slow
+def test_release_is_regenerated_identically(course):
+    regenerated = json.loads((course / "exercises" / "ps1" / "ps1.ipynb").read_text())
+    committed = json.loads(RELEASE.read_text())
+    assert regenerated == committed, (
+        "exercises/ps1/ps1.ipynb is out of date: run `nbgrader generate_assignment ps1 --force` in the repository root"
+    )
+
+
+@pytest.mark.slow
+def test_autograde_correct_blank_and_buggy(course):
+    from nbgrader.api import Gradebook
+
+    from coursekit.checkpoint import shipped_checkpoints
+
+    missing = {"ae-latent16", "ae-anomaly"} - set(shipped_checkpoints())
+    assert not missing, f"ps1 needs the shipped checkpoints {sorted(missing)}"
+
+    submit(course, "correct", read(SOURCE))
+    submit(course, "blank", read(RELEASE))
+    submit(course, "buggy", filled_in_release(BUGS))
+    seconds = {}
+    for student in ("correct", "blank", "buggy"):
+        seconds[student] = run_nbgrader(course, "autograde", "ps1", "--student", student, "--force")
+    print("\nautograde seconds per submission: " + ", ".join(f"{s} {t:.1f}" for s, t in seconds.items()))
+
+    full = sum(TEST_POINTS.values())
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
+        def autograded(student: str) -> dict[str, float]:
+            return {grade_id: gradebook.find_grade(grade_id, "ps1", "ps1", student).auto_score for grade_id in TEST_POINTS}
+
+        correct, blank, buggy = autograded("correct"), autograded("blank"), autograded("buggy")
+        print("buggy submission:", buggy)
+        assert correct == TEST_POINTS, f"the solution should get every autograded point, got {correct}"
+        assert sum(blank.values()) == 0, f"the untouched release should get 0, got {blank}"
+        assert 0 < sum(buggy.values()) < full
+        assert buggy == BUGGY_SCORES
+        # The written answer waits for a person, except where it was left blank (nbgrader gives 0).
+        assert gradebook.find_grade("answer_random_codes", "ps1", "ps1", "correct").needs_manual_grade
+        assert gradebook.find_submission_notebook("ps1", "ps1", "correct").code_score == full
