@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from coursekit.checkpoint import load_checkpoint
 from coursekit.cli import main
 
@@ -24,3 +26,18 @@ def test_train_sample_info_round_trip(tmp_path, capsys):
     assert main(["info"]) == 0
     listing = capsys.readouterr().out
     assert "mnist-classifier" in listing and "test_accuracy" in listing
+
+
+def test_train_vae_records_likelihoods(tmp_path):
+    out = tmp_path / "vae"
+    assert main(["train", "vae", "--latent-dim", "4", "--epochs", "1", "--iw-samples", "5", "--beta", "0.5",
+                 "--exclude-digit", "2", "--out", str(out), "--quiet", "--device", "cpu"]) == 0
+    record = json.loads((out / "training.json").read_text())
+    metrics = record["metrics"]
+    assert record["data"]["train_images"] == 3600  # 400 twos left out
+    assert metrics["iw_samples"] == 5 and metrics["held_out_digit"] == 2 and 0 <= metrics["anomaly_auc_elbo"] <= 1
+    assert metrics["test_elbo"] < 0 and metrics["test_kl"] > 0
+    assert metrics["test_elbo"] == pytest.approx(metrics["test_reconstruction"] - metrics["test_kl"])
+    assert sum(metrics["sample_class_histogram"]) == 1000
+    model = load_checkpoint(out)
+    assert model.config.beta == 0.5 and model.config.latent_dim == 4

@@ -10,25 +10,19 @@ some plausible mistakes. They need the shipped checkpoints ``ae-latent16`` and `
 from __future__ import annotations
 
 import json
-import os
-import re
-import shutil
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import nbformat
 import pytest
 import torch
 
+import grading
+from grading import ROOT, auto_scores, autograde, make_course, nbgrader_meta, read, submit
+
 from coursekit.exercises import ps1 as checks
 
-ROOT = Path(__file__).resolve().parents[1]
 SOURCE = ROOT / "solutions" / "ps1" / "ps1.ipynb"
 RELEASE = ROOT / "exercises" / "ps1" / "ps1.ipynb"
-BIN = Path(sys.executable).parent
-NBGRADER = BIN / "nbgrader"
 
 FIRST_CODE_CELL = '''# Colab: install the course package (on your own machine this cell only picks the device).
 import sys
@@ -70,38 +64,14 @@ BUGGY_SCORES = {
     "test_choose_threshold": 0,
     "test_roc_auc": 0,
 }
-SOLUTION_MARKERS = re.compile(r"^\s*### (BEGIN|END) SOLUTION\s*\n", flags=re.MULTILINE)
-
-
-def read(path: Path) -> nbformat.NotebookNode:
-    return nbformat.read(str(path), as_version=4)
-
-
-def nbgrader_meta(cell) -> dict:
-    return cell.metadata.get("nbgrader", {})
-
-
 def answer_sources(bugs: dict[str, tuple[str, str]] | None = None) -> dict[str, str]:
     """grade_id -> source of each autograded answer cell of the solution, markers removed, bugs applied."""
-    sources = {}
-    for cell in read(SOURCE).cells:
-        meta = nbgrader_meta(cell)
-        if cell.cell_type == "code" and meta.get("solution"):
-            source = SOLUTION_MARKERS.sub("", cell.source)
-            if bugs and meta["grade_id"] in bugs:
-                correct, wrong = bugs[meta["grade_id"]]
-                assert correct in source, f"the bug for {meta['grade_id']} no longer matches the solution"
-                source = source.replace(correct, wrong)
-            sources[meta["grade_id"]] = source
-    return sources
+    return grading.answer_sources(SOURCE, bugs)
 
 
 def answers_namespace(bugs: dict[str, tuple[str, str]] | None = None) -> dict:
     """Run the answer cells (only those) in a fresh namespace, as a notebook would."""
-    namespace = {"torch": torch}
-    for source in answer_sources(bugs).values():
-        exec(compile(source, "<ps1 answer>", "exec"), namespace)  # noqa: S102 (our own notebook)
-    return namespace
+    return grading.answers_namespace(SOURCE, bugs)
 
 
 def tiny_autoencoder():
@@ -219,46 +189,16 @@ def test_self_check_table(capsys):
 
 # --- autograding (slow) ----------------------------------------------------------------------------
 
-def run_nbgrader(course: Path, *args: str) -> float:
-    """Run ``nbgrader`` in ``course``; return the seconds it took. Fails the test with its log."""
-    env = dict(os.environ)
-    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"  # nbgrader calls `alembic` from the PATH
-    env["OMP_NUM_THREADS"] = "1"  # the graded kernels share a few cores; threads only fight over them
-    start = time.perf_counter()
-    result = subprocess.run([str(NBGRADER), *args], cwd=course, env=env, capture_output=True, text=True, timeout=900)
-    seconds = time.perf_counter() - start
-    assert result.returncode == 0, f"nbgrader {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
-    return seconds
-
-
 @pytest.fixture(scope="module")
 def course(tmp_path_factory) -> Path:
     """A throwaway course directory with ps1's source and the regenerated release."""
-    course = tmp_path_factory.mktemp("course")
-    # The config sets the course root to its own folder, so a copy points at the copy.
-    shutil.copy(ROOT / "nbgrader_config.py", course / "nbgrader_config.py")
-    shutil.copytree(SOURCE.parent, course / "solutions" / "ps1", ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
-    run_nbgrader(course, "generate_assignment", "ps1", "--force")
-    return course
-
-
-def submit(course: Path, student: str, notebook: nbformat.NotebookNode) -> None:
-    folder = course / "submitted" / student / "ps1"
-    folder.mkdir(parents=True, exist_ok=True)
-    nbformat.write(notebook, str(folder / "ps1.ipynb"))
+    return make_course(tmp_path_factory.mktemp("course"), "ps1")
 
 
 def filled_in_release(bugs: dict[str, tuple[str, str]]) -> nbformat.NotebookNode:
     """The release with every answer cell filled in from the solution, some with ``bugs``."""
-    notebook = read(RELEASE)
-    sources = answer_sources(bugs)
-    for cell in notebook.cells:
-        meta = nbgrader_meta(cell)
-        if meta.get("solution") and cell.cell_type == "code":
-            cell.source = sources[meta["grade_id"]]
-        elif meta.get("solution"):
-            cell.source = "Codes of real digits sit in a small region; random points land elsewhere."
-    return notebook
+    return grading.filled_in_release(SOURCE, RELEASE, bugs,
+                                     "Codes of real digits sit in a small region; random points land elsewhere.")
 
 
 @pytest.mark.slow
@@ -279,18 +219,15 @@ def test_autograde_correct_blank_and_buggy(course):
     missing = {"ae-latent16", "ae-anomaly"} - set(shipped_checkpoints())
     assert not missing, f"ps1 needs the shipped checkpoints {sorted(missing)}"
 
-    submit(course, "correct", read(SOURCE))
-    submit(course, "blank", read(RELEASE))
-    submit(course, "buggy", filled_in_release(BUGS))
-    seconds = {}
-    for student in ("correct", "blank", "buggy"):
-        seconds[student] = run_nbgrader(course, "autograde", "ps1", "--student", student, "--force")
-    print("\nautograde seconds per submission: " + ", ".join(f"{s} {t:.1f}" for s, t in seconds.items()))
+    submit(course, "ps1", "correct", read(SOURCE))
+    submit(course, "ps1", "blank", read(RELEASE))
+    submit(course, "ps1", "buggy", filled_in_release(BUGS))
+    autograde(course, "ps1", ["correct", "blank", "buggy"])
 
     full = sum(TEST_POINTS.values())
     with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
         def autograded(student: str) -> dict[str, float]:
-            return {grade_id: gradebook.find_grade(grade_id, "ps1", "ps1", student).auto_score for grade_id in TEST_POINTS}
+            return auto_scores(course, "ps1", student, TEST_POINTS)
 
         correct, blank, buggy = autograded("correct"), autograded("blank"), autograded("buggy")
         print("buggy submission:", buggy)

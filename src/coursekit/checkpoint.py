@@ -38,6 +38,7 @@ def _ensure_registered() -> None:
     # Importing the model modules runs their @register_model decorators.
     import coursekit.eval.classifier  # noqa: F401
     import coursekit.models.autoencoder  # noqa: F401
+    import coursekit.models.vae  # noqa: F401
 
 
 def shipped_dir() -> Path:

@@ -2,6 +2,7 @@
 
     coursekit train classifier --out src/coursekit/checkpoints/mnist-classifier
     coursekit train autoencoder --latent-dim 2 --out src/coursekit/checkpoints/ae-latent2
+    coursekit train vae --latent-dim 16 --beta 1 --out src/coursekit/checkpoints/vae
     coursekit sample ae-latent16 --num-samples 64 --out grid.png
     coursekit info ae-latent16
 
@@ -51,6 +52,16 @@ def _record(args, model, history, dataset, metrics: dict) -> dict:
     }
 
 
+def _train_split(args):
+    """The training digits, without ``--exclude-digit`` if one is given (for anomaly detection)."""
+    train_set = _data(args, "train")
+    if getattr(args, "exclude_digit", None) is None:
+        return train_set
+    keep = train_set.labels != args.exclude_digit
+    return type(train_set)(train_set.images[keep], train_set.labels[keep], name=f"{train_set.name}-without-{args.exclude_digit}",
+                           source=train_set.source, scale=train_set.scale)
+
+
 def train_classifier(args) -> dict:
     from coursekit.checkpoint import save_checkpoint
     from coursekit.data import make_loader
@@ -85,11 +96,7 @@ def train_autoencoder(args) -> dict:
                                               reconstruction_loss)
     from coursekit.training import train
 
-    train_set, test_set = _data(args, "train"), _data(args, "test")
-    if args.exclude_digit is not None:
-        keep = train_set.labels != args.exclude_digit
-        train_set = type(train_set)(train_set.images[keep], train_set.labels[keep], name=train_set.name + f"-without-{args.exclude_digit}",
-                                    source=train_set.source, scale=train_set.scale)
+    train_set, test_set = _train_split(args), _data(args, "test")
     torch.manual_seed(args.seed)
     model = Autoencoder(AutoencoderConfig(latent_dim=args.latent_dim, noise_std=args.noise_std))
     device = torch.device(args.device) if args.device else get_device()
@@ -114,6 +121,47 @@ def train_autoencoder(args) -> dict:
     quality = sample_quality(random_decodes)
     metrics["random_latent_fid"] = quality["fid"]
     metrics["random_latent_fid_ratio"] = quality["fid_ratio"]
+    save_checkpoint(model, args.out, _record(args, model, history, train_set, metrics))
+    return metrics
+
+
+def train_vae(args) -> dict:
+    from sklearn.metrics import roc_auc_score
+
+    from coursekit.checkpoint import save_checkpoint
+    from coursekit.data import make_loader
+    from coursekit.eval.metrics import class_histogram, sample_quality
+    from coursekit.models.vae import VAE, VAEConfig, binarize, elbo, importance_weighted_log_likelihood, vae_loss
+    from coursekit.training import train
+
+    train_set, test_set = _train_split(args), _data(args, "test")
+    torch.manual_seed(args.seed)
+    model = VAE(VAEConfig(latent_dim=args.latent_dim, beta=args.beta, decoder=args.decoder))
+    device = torch.device(args.device) if args.device else get_device()
+    history = train(model, make_loader(train_set, args.batch_size, generator=torch.Generator().manual_seed(args.seed)),
+                    vae_loss, epochs=args.epochs, lr=args.lr, device=device, amp=args.amp,
+                    generator=torch.Generator(device=device).manual_seed(args.seed), progress=not args.quiet)
+    model.cpu().eval()
+    # Held-out digits: one fixed binarisation (seed 0) for a Bernoulli decoder, the grey values otherwise.
+    x = binarize(test_set.images, torch.Generator().manual_seed(0)) if args.decoder == "bernoulli" else test_set.images
+    with torch.no_grad():
+        terms = elbo(model, x, 1.0, torch.Generator().manual_seed(1))
+    log_px = importance_weighted_log_likelihood(model, x, args.iw_samples, torch.Generator().manual_seed(2))
+    metrics: dict = {
+        "test_elbo": float(terms["elbo"].mean()), "test_reconstruction": float(terms["reconstruction"].mean()),
+        "test_kl": float(terms["kl"].mean()), "test_iw_nll": float(-log_px.mean()), "iw_samples": args.iw_samples,
+        "test_images": len(test_set), "likelihood_data": "fixed binarisation (seed 0) of the held-out digits"
+        if args.decoder == "bernoulli" else "grey-valued held-out digits (continuous density)",
+    }
+    if args.exclude_digit is not None:
+        is_anomaly = test_set.labels == args.exclude_digit
+        metrics["held_out_digit"] = args.exclude_digit
+        metrics["anomaly_auc_elbo"] = float(roc_auc_score(is_anomaly.numpy(), (-terms["elbo"]).numpy()))
+    samples = model.sample(1000, generator=torch.Generator().manual_seed(args.seed))
+    quality = sample_quality(samples)
+    metrics.update({"sample_fid": quality["fid"], "sample_kid": quality["kid"], "fid_floor": quality["fid_floor"],
+                    "kid_floor": quality["kid_floor"], "sample_fid_ratio": quality["fid_ratio"],
+                    "sample_class_histogram": class_histogram(samples).tolist()})
     save_checkpoint(model, args.out, _record(args, model, history, train_set, metrics))
     return metrics
 
@@ -153,7 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     trainer = commands.add_parser("train", help="train a model and write a checkpoint")
     models = trainer.add_subparsers(dest="model", required=True)
     for name, defaults in {"classifier": dict(epochs=30, lr=3e-3, batch_size=128),
-                           "autoencoder": dict(epochs=30, lr=2e-3, batch_size=128)}.items():
+                           "autoencoder": dict(epochs=30, lr=2e-3, batch_size=128),
+                           "vae": dict(epochs=60, lr=2e-3, batch_size=128)}.items():
         sub = models.add_parser(name)
         sub.add_argument("--out", required=True, help="checkpoint folder to write")
         sub.add_argument("--epochs", type=int, default=defaults["epochs"])
@@ -164,11 +213,16 @@ def build_parser() -> argparse.ArgumentParser:
                          help="MNIST source (default: the bundled 4,000-digit train split, as the shipped checkpoints)")
         sub.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
         sub.add_argument("--quiet", action="store_true", help="no progress bars")
-        if name == "autoencoder":
+        if name in ("autoencoder", "vae"):
             sub.add_argument("--latent-dim", type=int, default=16)
-            sub.add_argument("--noise-std", type=float, default=0.0, help="> 0 trains a denoising autoencoder")
             sub.add_argument("--exclude-digit", type=int, default=None, help="leave one digit out (anomaly detection)")
             sub.add_argument("--amp", action="store_true", help="mixed precision on a GPU")
+        if name == "autoencoder":
+            sub.add_argument("--noise-std", type=float, default=0.0, help="> 0 trains a denoising autoencoder")
+        if name == "vae":
+            sub.add_argument("--beta", type=float, default=1.0, help="weight of the KL term")
+            sub.add_argument("--decoder", choices=["bernoulli", "gaussian"], default="bernoulli")
+            sub.add_argument("--iw-samples", type=int, default=100, help="k of the importance-weighted log p(x) estimate")
 
     sampler = commands.add_parser("sample", help="draw samples from a checkpoint into a PNG grid or .pt file")
     sampler.add_argument("checkpoint", help="checkpoint folder or shipped name")
@@ -186,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = argv
     if args.command == "train":
         start = time.perf_counter()
-        metrics = {"classifier": train_classifier, "autoencoder": train_autoencoder}[args.model](args)
+        metrics = {"classifier": train_classifier, "autoencoder": train_autoencoder, "vae": train_vae}[args.model](args)
         print(json.dumps(metrics, indent=2))
         print(f"wrote {args.out} in {time.perf_counter() - start:.0f} s")
     elif args.command == "sample":

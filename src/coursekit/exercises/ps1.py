@@ -11,11 +11,13 @@ hidden tests.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 from torch import nn
+
+from coursekit.exercises import selfcheck
+from coursekit.exercises.selfcheck import Part
 
 ANOMALY_CHECKPOINT = "ae-anomaly"
 
@@ -144,15 +146,6 @@ def check_roc_auc(roc_auc: Callable) -> None:
     assert math.isclose(result, expected, abs_tol=1e-6), f"expected scikit-learn's AUC {expected:.4f}, got {result:.4f}"
 
 
-@dataclass(frozen=True)
-class Part:
-    label: str
-    title: str
-    points: int
-    names: tuple[str, ...]  # what the student defines in the notebook
-    check: Callable[..., None]
-
-
 PARTS = (
     Part("a", "Encoder / Decoder shapes", 3, ("Encoder", "Decoder"), check_autoencoder_shapes),
     Part("b", "reconstruction_loss", 2, ("reconstruction_loss",), check_reconstruction_loss),
@@ -164,34 +157,9 @@ PARTS = (
 
 def run_checks(namespace: dict[str, Any]) -> list[tuple[Part, str, str]]:
     """``(part, status, reason)`` for every part, status one of "pass", "FAIL", "not attempted"."""
-    results = []
-    for part in PARTS:
-        missing = [name for name in part.names if name not in namespace]
-        if missing:
-            results.append((part, "not attempted", f"{', '.join(missing)} not defined (run its cell)"))
-            continue
-        try:
-            part.check(*(namespace[name] for name in part.names))
-        except NotImplementedError:
-            results.append((part, "not attempted", "still raises NotImplementedError"))
-        except AssertionError as error:
-            results.append((part, "FAIL", str(error) or "an assertion failed"))
-        except Exception as error:  # a crash in the student's code is a failure, not a crash here
-            results.append((part, "FAIL", f"{type(error).__name__}: {error}"))
-        else:
-            results.append((part, "pass", ""))
-    return results
+    return selfcheck.run_checks(PARTS, namespace)
 
 
 def self_check(namespace: dict[str, Any]) -> list[tuple[Part, str, str]]:
     """Print which parts pass their visible checks; call it as ``self_check(globals())``."""
-    results = run_checks(namespace)
-    print(f"{'part':<34}{'points':>6}  result")
-    for part, status, reason in results:
-        line = f"({part.label}) {part.title:<30}{part.points:>6}  {status}"
-        print(line + (f": {reason}" if reason else ""))
-    passed = sum(part.points for part, status, _ in results if status == "pass")
-    total = sum(part.points for part in PARTS)
-    print(f"\nvisible checks pass for {passed} of {total} autograded points; "
-          "hidden tests and the written question are graded after you hand in.")
-    return results
+    return selfcheck.self_check(PARTS, namespace)

@@ -71,10 +71,14 @@ class Decoder(nn.Module):
                 layers.append(nn.SiLU())
         self.deconvs = nn.Sequential(*layers)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def logits(self, z: torch.Tensor) -> torch.Tensor:
+        """The decoder's output before the sigmoid (a VAE's Bernoulli decoder uses these)."""
         h = F.silu(self.from_latent(z))
         h = h.view(-1, self.top_channels, self.side, self.side)  # (B, channels[-1], side, side)
-        return torch.sigmoid(self.deconvs(h))  # (B, C, H, W)
+        return self.deconvs(h)  # (B, C, H, W)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.logits(z))  # (B, C, H, W) in [0, 1]
 
 
 @register_model("autoencoder", AutoencoderConfig)

@@ -1,0 +1,130 @@
+"""Helpers shared by the autograding tests of the exercise sets (``test_ps*_grading.py``).
+
+An exercise set is an nbgrader source notebook in ``solutions/<name>/`` and its generated student
+release in ``exercises/<name>/``. These helpers read the answer cells of a source notebook (with
+plausible mistakes patched in), build a throwaway course directory, submit notebooks to it and run
+nbgrader there.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+NBGRADER = BIN / "nbgrader"
+SOLUTION_MARKERS = re.compile(r"^\s*### (BEGIN|END) SOLUTION\s*\n", flags=re.MULTILINE)
+HIDDEN_TESTS = re.compile(r"^### BEGIN HIDDEN TESTS\n(.*?)^### END HIDDEN TESTS", flags=re.MULTILINE | re.DOTALL)
+
+# A bug is (correct text, wrong text) in the answer cell with a given grade_id.
+Bugs = dict[str, tuple[str, str]]
+
+
+def read(path: Path) -> nbformat.NotebookNode:
+    return nbformat.read(str(path), as_version=4)
+
+
+def nbgrader_meta(cell) -> dict:
+    return cell.metadata.get("nbgrader", {})
+
+
+def answer_sources(source: Path, bugs: Bugs | None = None) -> dict[str, str]:
+    """grade_id -> source of each autograded answer cell of ``source``, markers removed, bugs applied."""
+    sources = {}
+    for cell in read(source).cells:
+        meta = nbgrader_meta(cell)
+        if cell.cell_type == "code" and meta.get("solution"):
+            text = SOLUTION_MARKERS.sub("", cell.source)
+            if bugs and meta["grade_id"] in bugs:
+                correct, wrong = bugs[meta["grade_id"]]
+                assert correct in text, f"the bug for {meta['grade_id']} no longer matches the solution"
+                text = text.replace(correct, wrong)
+            sources[meta["grade_id"]] = text
+    return sources
+
+
+def answers_namespace(source: Path, bugs: Bugs | None = None, namespace: dict | None = None) -> dict:
+    """Run the answer cells (only those) in a fresh namespace, as a notebook would."""
+    namespace = {"torch": torch, **(namespace or {})}
+    for text in answer_sources(source, bugs).values():
+        exec(compile(text, f"<{source.stem} answer>", "exec"), namespace)  # noqa: S102 (our own notebook)
+    return namespace
+
+
+def hidden_tests(source: Path) -> dict[str, str]:
+    """grade_id -> the hidden part of each autograded test cell of ``source``."""
+    tests = {}
+    for cell in read(source).cells:
+        meta = nbgrader_meta(cell)
+        if cell.cell_type == "code" and meta.get("grade"):
+            match = HIDDEN_TESTS.search(cell.source)
+            assert match, f"{meta['grade_id']} has no hidden tests"
+            tests[meta["grade_id"]] = match.group(1)
+    return tests
+
+
+def run_nbgrader(course: Path, *args: str) -> float:
+    """Run ``nbgrader`` in ``course``; return the seconds it took. Fails the test with its log."""
+    env = dict(os.environ)
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"  # nbgrader calls `alembic` from the PATH
+    env["OMP_NUM_THREADS"] = "1"  # the graded kernels share a few cores; threads only fight over them
+    start = time.perf_counter()
+    result = subprocess.run([str(NBGRADER), *args], cwd=course, env=env, capture_output=True, text=True, timeout=900)
+    seconds = time.perf_counter() - start
+    assert result.returncode == 0, f"nbgrader {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+    return seconds
+
+
+def make_course(course: Path, assignment: str) -> Path:
+    """Fill the empty folder ``course`` with the config and ``assignment``'s source, and generate its release."""
+    # The config sets the course root to its own folder, so a copy points at the copy.
+    shutil.copy(ROOT / "nbgrader_config.py", course / "nbgrader_config.py")
+    shutil.copytree(ROOT / "solutions" / assignment, course / "solutions" / assignment,
+                    ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    run_nbgrader(course, "generate_assignment", assignment, "--force")
+    return course
+
+
+def submit(course: Path, assignment: str, student: str, notebook: nbformat.NotebookNode) -> None:
+    folder = course / "submitted" / student / assignment
+    folder.mkdir(parents=True, exist_ok=True)
+    nbformat.write(notebook, str(folder / f"{assignment}.ipynb"))
+
+
+def filled_in_release(source: Path, release: Path, bugs: Bugs, written_answer: str) -> nbformat.NotebookNode:
+    """The release with every answer cell filled in from the solution, some with ``bugs``."""
+    notebook = read(release)
+    sources = answer_sources(source, bugs)
+    for cell in notebook.cells:
+        meta = nbgrader_meta(cell)
+        if meta.get("solution") and cell.cell_type == "code":
+            cell.source = sources[meta["grade_id"]]
+        elif meta.get("solution"):
+            cell.source = written_answer
+    return notebook
+
+
+def autograde(course: Path, assignment: str, students: list[str]) -> dict[str, float]:
+    """Autograde each submitted student; return the seconds each took, and print them."""
+    seconds = {student: run_nbgrader(course, "autograde", assignment, "--student", student, "--force")
+               for student in students}
+    print(f"\n{assignment} autograde seconds per submission: " + ", ".join(f"{s} {t:.1f}" for s, t in seconds.items()))
+    return seconds
+
+
+def auto_scores(course: Path, assignment: str, student: str, grade_ids) -> dict[str, float]:
+    """The autograded score of each test cell ``grade_ids`` for one student."""
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
+        return {grade_id: gradebook.find_grade(grade_id, assignment, assignment, student).auto_score
+                for grade_id in grade_ids}
