@@ -128,3 +128,17 @@ def auto_scores(course: Path, assignment: str, student: str, grade_ids) -> dict[
     with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
         return {grade_id: gradebook.find_grade(grade_id, assignment, assignment, student).auto_score
                 for grade_id in grade_ids}
+
+
+# The first code cell of every notebook (tests/test_project.py checks its URL against _config.yml).
+FIRST_CODE_CELL = '''# Colab: install the course package (on your own machine this cell only picks the device).
+import sys
+if "google.colab" in sys.modules:
+    %pip install -q "coursekit @ git+https://github.com/gen-image-course/generative-image-models"
+
+import torch
+from coursekit import get_device, seed_everything
+
+device = get_device()
+generator = seed_everything(0)
+print(f"torch {torch.__version__}, device: {device}")'''

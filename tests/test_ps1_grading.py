@@ -17,24 +17,13 @@ import pytest
 import torch
 
 import grading
-from grading import ROOT, auto_scores, autograde, make_course, nbgrader_meta, read, submit
+from grading import FIRST_CODE_CELL, ROOT, auto_scores, autograde, make_course, nbgrader_meta, read, submit
 
 from coursekit.exercises import ps1 as checks
 
 SOURCE = ROOT / "solutions" / "ps1" / "ps1.ipynb"
 RELEASE = ROOT / "exercises" / "ps1" / "ps1.ipynb"
 
-FIRST_CODE_CELL = '''# Colab: install the course package (on your own machine this cell only picks the device).
-import sys
-if "google.colab" in sys.modules:
-    %pip install -q "coursekit @ git+https://github.com/gen-image-course/generative-image-models"
-
-import torch
-from coursekit import get_device, seed_everything
-
-device = get_device()
-generator = seed_everything(0)
-print(f"torch {torch.__version__}, device: {device}")'''
 
 # grade_id of each autograded tests cell -> points
 TEST_POINTS = {
