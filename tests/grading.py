@@ -142,3 +142,43 @@ from coursekit import get_device, seed_everything
 device = get_device()
 generator = seed_everything(0)
 print(f"torch {torch.__version__}, device: {device}")'''
+
+
+def check_source_structure(source, test_points: dict, written_points: dict, parts) -> object:
+    """Assertions every exercise source notebook must pass; returns the notebook for set-specific checks."""
+    notebook = read(source)
+    assert notebook.metadata["kernelspec"] == {"name": "python3", "display_name": "Python 3", "language": "python"}
+    code_cells = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    assert notebook.cells[0].cell_type == "markdown" and "run the last cell" in notebook.cells[0].source.lower()
+    assert code_cells[0].source == FIRST_CODE_CELL and not nbgrader_meta(code_cells[0])
+    assert all(not cell.outputs and cell.execution_count is None for cell in code_cells), "store the source without outputs"
+    assert "self_check(globals())" in code_cells[-1].source and not nbgrader_meta(code_cells[-1])
+
+    tests = {nbgrader_meta(c)["grade_id"]: c for c in code_cells if nbgrader_meta(c).get("grade")}
+    assert {grade_id: nbgrader_meta(c)["points"] for grade_id, c in tests.items()} == test_points
+    for grade_id, cell in tests.items():
+        assert nbgrader_meta(cell)["locked"] and not nbgrader_meta(cell)["solution"]
+        assert "assert" in cell.source.split("### BEGIN HIDDEN TESTS")[0], f"{grade_id} has no visible asserts"
+        assert "### BEGIN HIDDEN TESTS" in cell.source and "### END HIDDEN TESTS" in cell.source
+    written = {nbgrader_meta(c)["grade_id"]: nbgrader_meta(c)["points"] for c in notebook.cells
+               if c.cell_type == "markdown" and nbgrader_meta(c).get("grade")}
+    assert written == written_points
+    total = sum(test_points.values()) + sum(written_points.values())
+    assert f"**{total}**" in notebook.cells[0].source, f"the instructions should state the total, {total} points"
+    # the module's self-check table agrees with the notebook's points
+    assert [part.points for part in parts] == list(test_points.values())
+    return notebook
+
+
+def check_release(release_path, answers: int, written: int) -> list:
+    """The generated release has no solutions, hidden tests or outputs; returns its answer stubs."""
+    release = read(release_path)
+    for cell in release.cells:
+        assert "BEGIN SOLUTION" not in cell.source and "HIDDEN TESTS" not in cell.source
+        if cell.cell_type == "code":
+            assert not cell.outputs and cell.execution_count is None
+    stubs = [cell for cell in release.cells if nbgrader_meta(cell).get("solution")]
+    assert len(stubs) == answers + written
+    assert all("raise NotImplementedError()" in c.source for c in stubs if c.cell_type == "code")
+    return stubs
+

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 import grading
-from grading import FIRST_CODE_CELL, ROOT, auto_scores, autograde, make_course, nbgrader_meta, read, submit
+from grading import ROOT, auto_scores, autograde, make_course, nbgrader_meta, read, submit
 
 from coursekit.exercises import ps2 as checks
 
@@ -115,43 +115,18 @@ def images() -> torch.Tensor:
 # --- the notebook's structure -------------------------------------------------------------------
 
 def test_source_notebook_structure():
-    notebook = read(SOURCE)
-    assert notebook.metadata["kernelspec"] == {"name": "python3", "display_name": "Python 3", "language": "python"}
-    code_cells = [cell for cell in notebook.cells if cell.cell_type == "code"]
-    assert notebook.cells[0].cell_type == "markdown" and "run the last cell" in notebook.cells[0].source.lower()
-    assert code_cells[0].source == FIRST_CODE_CELL and not nbgrader_meta(code_cells[0])
-    assert all(not cell.outputs and cell.execution_count is None for cell in code_cells), "store the source without outputs"
-    assert "self_check(globals())" in code_cells[-1].source and not nbgrader_meta(code_cells[-1])
-
-    tests = {nbgrader_meta(c)["grade_id"]: c for c in code_cells if nbgrader_meta(c).get("grade")}
-    assert {grade_id: nbgrader_meta(c)["points"] for grade_id, c in tests.items()} == TEST_POINTS
-    assert list(tests) == list(TEST_POINTS), "the parts should come in the order of the points table"
-    for grade_id, cell in tests.items():
-        assert nbgrader_meta(cell)["locked"] and not nbgrader_meta(cell)["solution"]
-        assert "assert" in cell.source.split("### BEGIN HIDDEN TESTS")[0], f"{grade_id} has no visible asserts"
-        assert "### BEGIN HIDDEN TESTS" in cell.source and "### END HIDDEN TESTS" in cell.source
+    notebook = grading.check_source_structure(SOURCE, TEST_POINTS, WRITTEN_POINTS, checks.PARTS)
+    tests = [nbgrader_meta(c)["grade_id"] for c in notebook.cells if c.cell_type == "code" and nbgrader_meta(c).get("grade")]
+    assert tests == list(TEST_POINTS), "the parts should come in the order of the points table"
     assert list(grading.answer_sources(SOURCE)) == list(ANSWER_OF.values())
-    written = {nbgrader_meta(c)["grade_id"]: nbgrader_meta(c)["points"] for c in notebook.cells
-               if c.cell_type == "markdown" and nbgrader_meta(c).get("grade")}
-    assert written == WRITTEN_POINTS
-    total = sum(TEST_POINTS.values()) + sum(WRITTEN_POINTS.values())
-    assert f"**{total}**" in notebook.cells[0].source, f"the instructions should state the total, {total} points"
     for part, points in zip(checks.PARTS, TEST_POINTS.values()):
         assert f"| ({part.label}) | `{part.title}` | {points} |" in notebook.cells[0].source
-    # the module's self-check table agrees with the notebook's points
-    assert [part.points for part in checks.PARTS] == list(TEST_POINTS.values())
 
 
 def test_release_has_no_solutions_or_hidden_tests():
-    release = read(RELEASE)
-    for cell in release.cells:
-        assert "BEGIN SOLUTION" not in cell.source and "HIDDEN TESTS" not in cell.source
-        if cell.cell_type == "code":
-            assert not cell.outputs and cell.execution_count is None
-    stubs = [cell for cell in release.cells if nbgrader_meta(cell).get("solution")]
-    assert len(stubs) == len(ANSWER_OF) + len(WRITTEN_POINTS)
-    assert all("raise NotImplementedError()" in c.source for c in stubs if c.cell_type == "code")
+    stubs = grading.check_release(RELEASE, len(ANSWER_OF), len(WRITTEN_POINTS))
     assert [c.source for c in stubs if c.cell_type == "markdown"] == ["YOUR ANSWER HERE"]
+    release = read(RELEASE)
     # what the solution knows does not leak: no answer line appears in the release
     release_text = "\n".join(cell.source for cell in release.cells)
     for source in grading.answer_sources(SOURCE).values():
