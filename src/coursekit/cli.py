@@ -3,6 +3,7 @@
     coursekit train classifier --out src/coursekit/checkpoints/mnist-classifier
     coursekit train autoencoder --latent-dim 2 --out src/coursekit/checkpoints/ae-latent2
     coursekit train vae --latent-dim 16 --beta 1 --out src/coursekit/checkpoints/vae
+    coursekit train ddpm --out src/coursekit/checkpoints/ddpm
     coursekit sample ae-latent16 --num-samples 64 --out grid.png
     coursekit info ae-latent16
 
@@ -41,6 +42,7 @@ def _record(args, model, history, dataset, metrics: dict) -> dict:
         "device": history.device if not history.device.startswith("cuda") else f"{history.device} ({torch.cuda.get_device_name()})",
         "train_seconds": round(history.seconds, 1),
         "epochs": len(history.epoch_losses),
+        "steps": len(history.step_losses),
         "final_train_loss": history.epoch_losses[-1],
         "seed": args.seed,
         "parameters": sum(p.numel() for p in model.parameters()),
@@ -166,6 +168,107 @@ def train_vae(args) -> dict:
     return metrics
 
 
+class EMA:
+    """An exponential moving average of a model's weights (sampled from instead of the raw weights)."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        import copy
+
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module, step: int) -> None:
+        decay = min(self.decay, (1 + step) / (10 + step))  # average over fewer steps early in training
+        for ema_p, p in zip(self.model.parameters(), model.parameters()):
+            ema_p.lerp_(p.detach(), 1 - decay)
+
+
+def evaluate_samplers(model, specs: list[str], num_samples: int, seed: int, quiet: bool = True,
+                      use_clipped_model_output: bool = False) -> dict:
+    """Classifier-FID/KID, class histogram and wall time of ``num_samples`` samples per sampler spec
+    such as ``"ddpm-1000"`` or ``"ddim-50"``."""
+    from coursekit.diffusion import time_sampler
+    from coursekit.eval.metrics import class_histogram, sample_quality
+
+    results: dict = {"sampling": {}}
+    for spec in specs:
+        sampler, _, steps = spec.partition("-")
+        if sampler not in ("ddpm", "ddim") or not steps.isdigit():
+            raise SystemExit(f"sampler spec {spec!r}: expected 'ddpm-N' or 'ddim-N', e.g. ddim-50")
+        if use_clipped_model_output and sampler != "ddim":
+            raise SystemExit(f"--use-clipped-model-output applies to DDIM only, not to {spec!r}")
+        images, seconds = time_sampler(model, sampler, int(steps), num_samples, seed=seed,
+                                       use_clipped_model_output=use_clipped_model_output)
+        quality = sample_quality(images)
+        results["sampling"][spec] = {"fid": quality["fid"], "kid": quality["kid"], "fid_ratio": quality["fid_ratio"],
+                                     "seconds": round(seconds, 1), "class_histogram": class_histogram(images).tolist()}
+        results["fid_floor"], results["kid_floor"] = quality["fid_floor"], quality["kid_floor"]
+        if not quiet:
+            print(spec, results["sampling"][spec], flush=True)
+    return results
+
+
+def evaluate(args) -> dict:
+    """Re-measure samplers of a diffusion checkpoint; ``--write`` stores them in its training.json,
+    keeping the replaced numbers and the command in the record's ``evaluations`` list."""
+    from coursekit import __version__
+    from coursekit.checkpoint import RECORD_NAME, load_checkpoint, read_record, resolve
+
+    device = torch.device(args.device) if args.device else get_device()
+    model = load_checkpoint(args.checkpoint, device=device)
+    if model.model_type != "ddpm":
+        raise SystemExit(f"checkpoint {args.checkpoint!r} holds a {model.model_type}; evaluate needs a diffusion model")
+    results = evaluate_samplers(model, args.samplers, args.num_samples, args.seed, quiet=False,
+                                use_clipped_model_output=args.use_clipped_model_output)
+    if args.write:
+        record = read_record(args.checkpoint)
+        metrics = record.setdefault("metrics", {})
+        replaced = {spec: metrics.get(args.key, {}).get(spec) for spec in args.samplers
+                    if spec in metrics.get(args.key, {})}
+        metrics.setdefault(args.key, {}).update(results["sampling"])
+        metrics["fid_floor"], metrics["kid_floor"] = results["fid_floor"], results["kid_floor"]
+        argv = args.argv if args.argv is not None else sys.argv[1:]
+        record.setdefault("evaluations", []).append({
+            "command": "coursekit " + " ".join(shlex.quote(a) for a in argv), "date": datetime.date.today().isoformat(),
+            "device": str(device), "samples": args.num_samples, "coursekit": __version__, "measured": args.samplers,
+            "stored_in": f"metrics.{args.key}", "replaced": replaced, "why": args.why})
+        (resolve(args.checkpoint) / RECORD_NAME).write_text(json.dumps(record, indent=2) + "\n")
+    return results
+
+
+def train_ddpm(args) -> dict:
+    from coursekit.checkpoint import save_checkpoint
+    from coursekit.data import make_loader
+    from coursekit.diffusion import DiffusionConfig, DiffusionModel, diffusion_loss
+    from coursekit.training import train
+
+    train_set = _data(args, "train", scale="symmetric")
+    torch.manual_seed(args.seed)
+    model = DiffusionModel(DiffusionConfig(base_channels=args.base_channels, channel_mults=tuple(args.channel_mults),
+                                           attention_levels=tuple(args.attention_levels), schedule=args.schedule,
+                                           num_train_timesteps=args.timesteps))
+    device = torch.device(args.device) if args.device else get_device()
+    ema = EMA(model, args.ema_decay)
+    ema.model.to(device)
+    steps_per_epoch = (len(train_set) + args.batch_size - 1) // args.batch_size
+    total = args.epochs * steps_per_epoch
+    warmup = min(200, total // 10)
+    history = train(model, make_loader(train_set, args.batch_size, generator=torch.Generator().manual_seed(args.seed)),
+                    diffusion_loss, epochs=args.epochs, lr=args.lr, device=device, amp=args.amp,
+                    generator=torch.Generator(device=device).manual_seed(args.seed), progress=not args.quiet,
+                    lr_schedule=lambda opt: torch.optim.lr_scheduler.LambdaLR(
+                        opt, lambda step: min(1.0, (step + 1) / warmup) * max(0.05, 1 - step / total)),
+                    on_step=ema.update, max_steps=args.max_steps)
+    model = ema.model.to(device).eval()
+    metrics: dict = {"ema_decay": args.ema_decay, "eval_samples": args.eval_samples, "sampling_device": str(device)}
+    metrics.update(evaluate_samplers(model, args.eval_samplers, args.eval_samples, args.seed + 1, args.quiet))
+    save_checkpoint(model.cpu(), args.out, _record(args, model, history, train_set, metrics))
+    return metrics
+
+
 def sample(args) -> None:
     from coursekit.checkpoint import load_checkpoint
     from coursekit.plotting import save_grid
@@ -202,7 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
     models = trainer.add_subparsers(dest="model", required=True)
     for name, defaults in {"classifier": dict(epochs=30, lr=3e-3, batch_size=128),
                            "autoencoder": dict(epochs=30, lr=2e-3, batch_size=128),
-                           "vae": dict(epochs=60, lr=2e-3, batch_size=128)}.items():
+                           "vae": dict(epochs=60, lr=2e-3, batch_size=128),
+                           "ddpm": dict(epochs=100, lr=2e-3, batch_size=128)}.items():
         sub = models.add_parser(name)
         sub.add_argument("--out", required=True, help="checkpoint folder to write")
         sub.add_argument("--epochs", type=int, default=defaults["epochs"])
@@ -216,7 +320,20 @@ def build_parser() -> argparse.ArgumentParser:
         if name in ("autoencoder", "vae"):
             sub.add_argument("--latent-dim", type=int, default=16)
             sub.add_argument("--exclude-digit", type=int, default=None, help="leave one digit out (anomaly detection)")
+        if name in ("autoencoder", "vae", "ddpm"):
             sub.add_argument("--amp", action="store_true", help="mixed precision on a GPU")
+        if name == "ddpm":
+            sub.add_argument("--base-channels", type=int, default=16)
+            sub.add_argument("--channel-mults", type=int, nargs="+", default=[1, 2, 2])
+            sub.add_argument("--attention-levels", type=int, nargs="*", default=[],
+                             help="levels with self-attention besides the middle block (0 = full resolution)")
+            sub.add_argument("--schedule", choices=["linear", "cosine"], default="linear")
+            sub.add_argument("--timesteps", type=int, default=1000)
+            sub.add_argument("--ema-decay", type=float, default=0.999)
+            sub.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps (smoke tests)")
+            sub.add_argument("--eval-samples", type=int, default=1000)
+            sub.add_argument("--eval-samplers", nargs="*", default=["ddpm-1000", "ddim-100", "ddim-50", "ddim-20"],
+                             help="sampler-steps pairs to score (classifier-FID/KID and time)")
         if name == "autoencoder":
             sub.add_argument("--noise-std", type=float, default=0.0, help="> 0 trains a denoising autoencoder")
         if name == "vae":
@@ -230,6 +347,18 @@ def build_parser() -> argparse.ArgumentParser:
     sampler.add_argument("--seed", type=int, default=0)
     sampler.add_argument("--out", default="samples.png")
 
+    evaluator = commands.add_parser("evaluate", help="re-measure the samplers of a diffusion checkpoint")
+    evaluator.add_argument("checkpoint", help="checkpoint folder or shipped name")
+    evaluator.add_argument("--samplers", nargs="+", default=["ddpm-1000", "ddim-100", "ddim-50", "ddim-20"])
+    evaluator.add_argument("--num-samples", type=int, default=1000)
+    evaluator.add_argument("--seed", type=int, default=1)
+    evaluator.add_argument("--device", default=None)
+    evaluator.add_argument("--use-clipped-model-output", action="store_true",
+                           help="DDIM recomputes the noise from the clipped x0 (diffusers' option of that name)")
+    evaluator.add_argument("--write", action="store_true", help="store the results in the checkpoint's training.json")
+    evaluator.add_argument("--key", default="sampling", help="metrics entry that --write stores the results under")
+    evaluator.add_argument("--why", default="", help="reason recorded with --write")
+
     informer = commands.add_parser("info", help="show a checkpoint's config and training record (or list shipped ones)")
     informer.add_argument("checkpoint", nargs="?", default=None)
     return parser
@@ -240,11 +369,14 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = argv
     if args.command == "train":
         start = time.perf_counter()
-        metrics = {"classifier": train_classifier, "autoencoder": train_autoencoder, "vae": train_vae}[args.model](args)
+        metrics = {"classifier": train_classifier, "autoencoder": train_autoencoder, "vae": train_vae,
+                   "ddpm": train_ddpm}[args.model](args)
         print(json.dumps(metrics, indent=2))
         print(f"wrote {args.out} in {time.perf_counter() - start:.0f} s")
     elif args.command == "sample":
         sample(args)
+    elif args.command == "evaluate":
+        evaluate(args)
     else:
         info(args)
     return 0

@@ -57,6 +57,7 @@ def train(
     progress: bool = True,
     optimizer: torch.optim.Optimizer | None = None,
     lr_schedule: Callable[[torch.optim.Optimizer], object] | None = None,
+    on_step: Callable[[nn.Module, int], None] | None = None,
 ) -> History:
     """Train ``model`` in place with Adam(W) and return its :class:`History`.
 
@@ -66,6 +67,7 @@ def train(
     every epoch and its value appended to ``History.eval_losses``. ``max_steps`` stops early
     (for short demonstration runs in the book).
     ``lr_schedule(optimizer)`` builds a torch LR scheduler that is stepped after every optimizer step.
+    ``on_step(model, step)`` is called after every optimizer step (e.g. to update an EMA copy).
     """
     from tqdm.auto import tqdm
 
@@ -101,6 +103,8 @@ def train(
             scaler.update()
             if scheduler is not None:
                 scheduler.step()
+            if on_step is not None:
+                on_step(model, step)
             value = loss.item()
             history.step_losses.append(value)
             total, count = total + value, count + 1
