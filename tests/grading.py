@@ -72,6 +72,12 @@ def hidden_tests(source: Path) -> dict[str, str]:
     return tests
 
 
+def visible_tests(source: Path) -> dict[str, str]:
+    """grade_id -> the visible part of each autograded test cell of ``source`` (what students see)."""
+    return {nbgrader_meta(cell)["grade_id"]: cell.source.split("### BEGIN HIDDEN TESTS")[0]
+            for cell in read(source).cells if cell.cell_type == "code" and nbgrader_meta(cell).get("grade")}
+
+
 def run_nbgrader(course: Path, *args: str) -> float:
     """Run ``nbgrader`` in ``course``; return the seconds it took. Fails the test with its log."""
     env = dict(os.environ)

@@ -1,0 +1,309 @@
+"""Exercise set ps4 (diffusion models: DDPM and DDIM): the notebook's structure, its checks, and autograding.
+
+The fast tests read ``solutions/ps4/ps4.ipynb`` (the nbgrader source), run its answers through the
+visible checks of ``coursekit.exercises.ps4``, and run the hidden tests of each part against the
+answer with plausible mistakes patched in: every mistake must cost that part its points, and one
+mistake per part gets past the visible checks so that only the hidden tests see it. The slow tests
+build a throwaway course directory, regenerate the student release there (it must equal the
+committed ``exercises/ps4/ps4.ipynb``) and autograde the solution, the untouched release, and seven
+submissions with mistakes. The notebook's last demo needs the shipped checkpoint ``ddpm``; the
+test cells need no checkpoint and no data.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+
+import grading
+from grading import ROOT, auto_scores, autograde, make_course, nbgrader_meta, read, submit
+
+from coursekit.exercises import ps4 as checks
+
+SOURCE = ROOT / "solutions" / "ps4" / "ps4.ipynb"
+RELEASE = ROOT / "exercises" / "ps4" / "ps4.ipynb"
+
+# grade_id of each autograded tests cell -> points
+TEST_POINTS = {
+    "test_linear_schedule": 2,
+    "test_q_sample": 3,
+    "test_noise_prediction_loss": 2,
+    "test_ddpm_step": 4,
+    "test_ddim_step": 4,
+}
+WRITTEN_POINTS = {"answer_ddim": 3}
+ANSWER_OF = {test: test.removeprefix("test_") for test in TEST_POINTS}  # test cell -> answer cell
+
+# Plausible mistakes, as (correct text, wrong text) in the answer cell with that grade_id. Every one
+# must fail the hidden tests of its part (fast test below); seven submissions are also autograded.
+MISTAKES = {
+    "linear_schedule": {
+        "cumsum": ("torch.cumprod(alphas, dim=0)", "torch.cumsum(alphas, dim=0)"),
+        "shifted": ("alpha_bars = torch.cumprod(alphas, dim=0)",
+                    "alpha_bars = torch.cat([torch.ones(1, dtype=torch.float64), torch.cumprod(alphas, dim=0)[:-1]])"),
+        "endpoint": ("torch.linspace(beta_start, beta_end, num_timesteps, dtype=torch.float64)",
+                     "torch.linspace(beta_start, beta_end, num_timesteps + 1, dtype=torch.float64)[:-1]"),
+        "float64_returned": ("return betas.float(), alphas.float(), alpha_bars.float()", "return betas, alphas, alpha_bars"),
+    },
+    "q_sample": {
+        "no_sqrt": ("return alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * noise",
+                    "return alpha_bar * x0 + (1 - alpha_bar) * noise"),
+        "off_by_one": ("alpha_bars[t]", "alpha_bars[t - 1]"),  # the papers count t from 1
+        "off_by_one_up": ("alpha_bars[t]", "alpha_bars[t + 1]"),
+        "not_per_example": (".reshape(-1, *([1] * (x0.dim() - 1)))", ""),
+        "first_t_only": ("alpha_bars[t]", "alpha_bars[t[0]]"),
+        "four_d_only": (".reshape(-1, *([1] * (x0.dim() - 1)))", "[:, None, None, None]"),
+    },
+    "noise_prediction_loss": {
+        "x0_target": ("F.mse_loss(eps_hat, noise)", "F.mse_loss(eps_hat, x0)"),
+        "sum": ("F.mse_loss(eps_hat, noise)", 'F.mse_loss(eps_hat, noise, reduction="sum")'),
+        "model_sees_x0": ("eps_hat = model(x_t, t)", "eps_hat = model(x0, t)"),
+        "no_grad": ("eps_hat = model(x_t, t)", "with torch.no_grad():\n        eps_hat = model(x_t, t)"),
+        "no_sqrt": ("x_t = alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * noise",
+                    "x_t = alpha_bar * x0 + (1 - alpha_bar) * noise"),
+    },
+    "ddpm_step": {
+        "fixed_large": ("variance = (1 - alpha_bar_prev) / (1 - alpha_bar_t) * betas[t]", "variance = betas[t]"),
+        "noise_at_last_step": ("    if t == 0:\n        return mean\n", ""),  # then alpha_bars[t - 1] wraps to alpha_bars[-1]
+        "prev_off_by_one": ("alpha_bar_prev = alpha_bars[t - 1]", "alpha_bar_prev = alpha_bars[t + 1]"),
+        "t_off_by_one": ("alpha_bar_t = alpha_bars[t]", "alpha_bar_t = alpha_bars[t - 1]"),
+        "mean_no_sqrt": ("/ alphas[t].sqrt()", "/ alphas[t]"),
+        "variance_as_std": ("variance.sqrt() * z", "variance * z"),
+    },
+    "ddim_step": {
+        "sigma_without_eta": ("sigma = eta * (", "sigma = ("),
+        # the same as the answer for eta = 0 and eta = 1, the two values the visible checks try
+        "eta_on_variance": ("sigma = eta * ((1 - alpha_bar_prev) / (1 - alpha_bar_t)",
+                            "sigma = (eta * (1 - alpha_bar_prev) / (1 - alpha_bar_t)"),
+        "direction_ignores_sigma": ("(1 - alpha_bar_prev - sigma**2).sqrt()", "(1 - alpha_bar_prev).sqrt()"),
+        "final_alpha_bar_wraps": ("alpha_bars[t_prev] if t_prev >= 0 else torch.ones_like(alpha_bar_t)", "alpha_bars[t_prev]"),
+        "x0_coefficient_no_sqrt": ("alpha_bar_prev.sqrt() * x0_hat", "alpha_bar_prev * x0_hat"),
+    },
+}
+# The one mistake per part that passes the visible test cell and is caught only by the hidden tests.
+HIDDEN_ONLY = {
+    "linear_schedule": "endpoint",
+    "q_sample": "four_d_only",
+    "noise_prediction_loss": "no_grad",
+    "ddpm_step": "noise_at_last_step",
+    "ddim_step": "eta_on_variance",
+}
+
+# The autograded submissions with mistakes (answer cell -> mistake), and the score each should get.
+BUGGY_SUBMISSIONS = {
+    "buggy_cumsum": {"linear_schedule": "cumsum"},
+    "buggy_no_sqrt": {"q_sample": "no_sqrt"},
+    "buggy_off_by_one": {"q_sample": "off_by_one"},
+    "buggy_x0_target": {"noise_prediction_loss": "x0_target"},
+    "buggy_last_step_noise": {"ddpm_step": "noise_at_last_step"},
+    "buggy_eta_on_variance": {"ddim_step": "eta_on_variance"},
+    "buggy_two_parts": {"linear_schedule": "endpoint", "ddpm_step": "prev_off_by_one"},
+}
+BUGGY_SCORES = {
+    student: {test: 0 if ANSWER_OF[test] in parts else points for test, points in TEST_POINTS.items()}
+    for student, parts in BUGGY_SUBMISSIONS.items()
+}
+WRITTEN_ANSWER = "DDIM's processes share DDPM's marginals q(x_t | x_0), so the same network serves; eta = 1 is DDPM."
+
+
+def bugs(mistakes: dict[str, str]) -> dict[str, tuple[str, str]]:
+    return {part: MISTAKES[part][name] for part, name in mistakes.items()}
+
+
+def answers_namespace(mistakes: dict[str, str] | None = None) -> dict:
+    return grading.answers_namespace(SOURCE, bugs(mistakes or {}))
+
+
+def run_cell_part(text: str, namespace: dict, label: str) -> None:
+    exec(compile(text, label, "exec"), namespace)  # noqa: S102 (our own notebook)
+
+
+# --- the notebook's structure -------------------------------------------------------------------
+
+def test_source_notebook_structure():
+    notebook = grading.check_source_structure(SOURCE, TEST_POINTS, WRITTEN_POINTS, checks.PARTS)
+    tests = [nbgrader_meta(c)["grade_id"] for c in notebook.cells if c.cell_type == "code" and nbgrader_meta(c).get("grade")]
+    assert tests == list(TEST_POINTS), "the parts should come in the order of the points table"
+    assert list(grading.answer_sources(SOURCE)) == list(ANSWER_OF.values())
+    for part, points in zip(checks.PARTS, TEST_POINTS.values()):
+        assert f"| ({part.label}) | `{part.title}` | {points} |" in notebook.cells[0].source
+    # the conventions the tests rely on are stated to the students
+    text = "\n".join(cell.source for cell in notebook.cells if cell.cell_type == "markdown")
+    for promise in ("indexed `0 .. T-1`", "do **not** clip", "**This set uses $\\tilde\\beta_t$**",
+                    "both endpoints included", "`t_prev = -1`", "standard deviation"):
+        assert promise in text, f"the notebook no longer says {promise!r}"
+
+
+def test_release_has_no_solutions_or_hidden_tests():
+    stubs = grading.check_release(RELEASE, len(ANSWER_OF), len(WRITTEN_POINTS))
+    assert [c.source for c in stubs if c.cell_type == "markdown"] == ["YOUR ANSWER HERE"]
+    release_text = "\n".join(cell.source for cell in read(RELEASE).cells)
+    # what the solution knows does not leak: no answer line appears in the release
+    for source in grading.answer_sources(SOURCE).values():
+        for line in source.splitlines():
+            if line.strip().startswith(("betas =", "alpha_bars =", "alpha_bar =", "x_t =", "eps_hat =", "mean =",
+                                        "variance =", "x0_hat =", "sigma =", "direction =", "alpha_bar_prev =", "return")):
+                assert line not in release_text, line
+
+
+# --- the visible checks and hidden tests (fast) -----------------------------------------------------
+
+def test_visible_checks_pass_for_reference_answers():
+    namespace = answers_namespace()
+    for part in checks.PARTS:
+        part.check(*(namespace[name] for name in part.names))
+    for grade_id, visible in grading.visible_tests(SOURCE).items():
+        run_cell_part(visible, namespace, f"<ps4 {grade_id} visible>")
+
+
+def test_hidden_tests_pass_for_reference_answers():
+    namespace = answers_namespace()
+    for grade_id, hidden in grading.hidden_tests(SOURCE).items():
+        run_cell_part(hidden, namespace, f"<ps4 {grade_id}>")
+
+
+@pytest.mark.parametrize(("part", "name"), [(part, name) for part, mistakes in MISTAKES.items() for name in mistakes])
+def test_hidden_tests_catch_each_mistake(part, name):
+    """Every mistake fails the hidden tests of its part. (They call only that part's answer, so the
+    other parts keep their points: the autograde test below shows it for seven of these.)"""
+    namespace = answers_namespace({part: name})
+    (hidden,) = [hidden for grade_id, hidden in grading.hidden_tests(SOURCE).items() if ANSWER_OF[grade_id] == part]
+    with pytest.raises(Exception):  # noqa: B017 (an assertion or a crash: either costs the points)
+        run_cell_part(hidden, namespace, f"<ps4 {part} tests>")
+
+
+@pytest.mark.parametrize(("part", "name"), list(HIDDEN_ONLY.items()))
+def test_some_mistakes_pass_the_visible_checks(part, name):
+    """Like ps1's tied scores: one mistake per part gets past everything the student sees."""
+    namespace = answers_namespace({part: name})
+    (visible,) = [text for grade_id, text in grading.visible_tests(SOURCE).items() if ANSWER_OF[grade_id] == part]
+    run_cell_part(visible, namespace, f"<ps4 {part} visible>")
+    (check,) = [p.check for p in checks.PARTS if p.names == (part,)]
+    check(namespace[part])
+
+
+@pytest.mark.parametrize(("part", "name", "message"), [
+    ("linear_schedule", "cumsum", "cumulative product"),
+    ("linear_schedule", "shifted", "shifted by one"),
+    ("linear_schedule", "float64_returned", "should be float32"),
+    ("q_sample", "no_sqrt", "needs sqrt\\(alpha_bar\\)"),
+    ("q_sample", "off_by_one", "alpha_bars\\[t - 1\\]: timesteps are indexed from 0"),
+    ("q_sample", "off_by_one_up", "alpha_bars\\[t \\+ 1\\]"),
+    ("q_sample", "not_per_example", "reshape it to \\(4, 1, 1, 1\\)"),
+    ("q_sample", "first_t_only", "every example got t = 0"),
+    ("noise_prediction_loss", "x0_target", "the target is the noise, not x0"),
+    ("noise_prediction_loss", "sum", "average the squared error"),
+    ("noise_prediction_loss", "model_sees_x0", "sees the noisy x_t"),
+    ("noise_prediction_loss", "no_sqrt", "expected mean\\(\\(model\\(x_t, t\\) - noise\\)\\*\\*2\\)"),
+    ("ddpm_step", "fixed_large", "posterior variance"),
+    ("ddpm_step", "prev_off_by_one", "alpha_bar_prev = alpha_bars\\[t - 1\\]"),
+    ("ddpm_step", "t_off_by_one", "not alpha_bars\\[t - 1\\]"),
+    ("ddpm_step", "mean_no_sqrt", "divide by sqrt\\(alpha_t\\)"),
+    ("ddpm_step", "variance_as_std", "scale it by the standard deviation"),
+    ("ddim_step", "sigma_without_eta", "with eta = 0 the step is deterministic"),
+    ("ddim_step", "direction_ignores_sigma", "sqrt\\(1 - alpha_bar_prev - sigma_t\\*\\*2\\)"),
+    ("ddim_step", "final_alpha_bar_wraps", "t_prev = -1 means the clean x_0"),
+    ("ddim_step", "x0_coefficient_no_sqrt", "expected sqrt\\(alpha_bar_prev\\) x0_hat"),
+])
+def test_visible_checks_explain_mistakes(part, name, message):
+    namespace = answers_namespace({part: name})
+    (check,) = [p.check for p in checks.PARTS if p.names == (part,)]
+    with pytest.raises(AssertionError, match=message):
+        check(namespace[part])
+
+
+def test_exact_noise_predictor():
+    """The demo's and hidden tests' best predictor: for one point, eq. 4 solved for the noise."""
+    import torch
+
+    from coursekit.schedulers import make_schedule
+
+    alpha_bars = make_schedule("linear", 1000).alphas_cumprod
+    point, noise = torch.randn(1, 3, 4, 4), torch.randn(5, 3, 4, 4)
+    t = torch.tensor([0, 1, 300, 700, 999])
+    x_t = checks.reference_q_sample(point.expand(5, -1, -1, -1), t, noise, alpha_bars).float()
+    assert torch.allclose(checks.ExactNoisePredictor(point, alpha_bars)(x_t, t), noise, atol=1e-3)
+    # with two points far apart, x_t near one of them at a small t is explained by that one alone
+    data = torch.stack([torch.full((2,), -3.0), torch.full((2,), 3.0)])  # (2, 2)
+    exact = checks.ExactNoisePredictor(data, alpha_bars)
+    assert torch.allclose(exact.posterior_mean(torch.tensor([[2.9, 3.1]]), torch.tensor([10])), data[1:].double(), atol=1e-6)
+    # at t = T - 1 the posterior is nearly the prior: the mean of the two points
+    assert exact.posterior_mean(torch.zeros(1, 2), torch.tensor([999])).abs().max() < 1e-6
+
+
+def test_self_check_table(capsys):
+    results = checks.self_check({})
+    assert [status for _, status, _ in results] == ["not attempted"] * len(checks.PARTS)
+
+    def not_done(*args, **kwargs):
+        raise NotImplementedError()
+
+    def crashes(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    namespace = answers_namespace({"q_sample": "no_sqrt"})
+    del namespace["ddim_step"]  # its cell was never run
+    namespace["noise_prediction_loss"] = crashes
+    namespace["ddpm_step"] = not_done
+    status = {part.label: status for part, status, _ in checks.run_checks(namespace)}
+    assert status == {"a": "pass", "b": "FAIL", "c": "FAIL", "d": "not attempted", "e": "not attempted"}
+    capsys.readouterr()
+    checks.self_check(namespace)
+    table = capsys.readouterr().out
+    for expected in ("RuntimeError: boom", "ddim_step not defined", "NotImplementedError", "2 of 15", "sqrt(alpha_bar)"):
+        assert expected in table, f"{expected!r} missing from the table:\n{table}"
+
+
+# --- autograding (slow) ----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def course(tmp_path_factory) -> Path:
+    """A throwaway course directory with ps4's source and the regenerated release."""
+    return make_course(tmp_path_factory.mktemp("course"), "ps4")
+
+
+def filled_in_release(mistakes: dict[str, str]) -> nbformat.NotebookNode:
+    return grading.filled_in_release(SOURCE, RELEASE, bugs(mistakes), WRITTEN_ANSWER)
+
+
+@pytest.mark.slow
+def test_release_is_regenerated_identically(course):
+    regenerated = json.loads((course / "exercises" / "ps4" / "ps4.ipynb").read_text())
+    committed = json.loads(RELEASE.read_text())
+    assert regenerated == committed, (
+        "exercises/ps4/ps4.ipynb is out of date: run `nbgrader generate_assignment ps4 --force` in the repository root"
+    )
+
+
+@pytest.mark.slow
+def test_autograde_correct_blank_and_buggy(course):
+    from nbgrader.api import Gradebook
+
+    from coursekit.checkpoint import shipped_checkpoints
+
+    assert "ddpm" in shipped_checkpoints(), "ps4's last demo samples the shipped checkpoint `ddpm`"
+
+    submit(course, "ps4", "correct", read(SOURCE))
+    submit(course, "ps4", "blank", read(RELEASE))
+    for student, mistakes in BUGGY_SUBMISSIONS.items():
+        submit(course, "ps4", student, filled_in_release(mistakes))
+    autograde(course, "ps4", ["correct", "blank", *BUGGY_SUBMISSIONS])
+
+    full = sum(TEST_POINTS.values())
+    correct = auto_scores(course, "ps4", "correct", TEST_POINTS)
+    blank = auto_scores(course, "ps4", "blank", TEST_POINTS)
+    assert correct == TEST_POINTS, f"the solution should get every autograded point, got {correct}"
+    assert sum(blank.values()) == 0, f"the untouched release should get 0, got {blank}"
+    for student in BUGGY_SUBMISSIONS:
+        scores = auto_scores(course, "ps4", student, TEST_POINTS)
+        print(f"{student}: {scores}")
+        assert scores == BUGGY_SCORES[student], f"{student}: expected {BUGGY_SCORES[student]}, got {scores}"
+        assert 0 < sum(scores.values()) < full
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
+        # The written answer waits for a person, except where it was left blank (nbgrader gives 0).
+        assert gradebook.find_grade("answer_ddim", "ps4", "ps4", "correct").needs_manual_grade
+        assert gradebook.find_grade("answer_ddim", "ps4", "ps4", "buggy_cumsum").needs_manual_grade
+        assert gradebook.find_submission_notebook("ps4", "ps4", "correct").code_score == full
