@@ -188,3 +188,46 @@ def check_release(release_path, answers: int, written: int) -> list:
     assert all("raise NotImplementedError()" in c.source for c in stubs if c.cell_type == "code")
     return stubs
 
+
+
+def assert_release_regenerated(course: Path, assignment: str, release: Path) -> None:
+    """The release nbgrader generated in ``course`` equals the committed ``exercises/`` notebook."""
+    import json
+
+    regenerated = json.loads((course / "exercises" / assignment / f"{assignment}.ipynb").read_text())
+    committed = json.loads(Path(release).read_text())
+    assert regenerated == committed, (
+        f"exercises/{assignment}/{assignment}.ipynb is out of date: "
+        f"run `nbgrader generate_assignment {assignment} --force` in the repository root"
+    )
+
+
+def assert_grading_round_trip(course: Path, assignment: str, source: Path, release: Path,
+                              buggy: dict[str, nbformat.NotebookNode], test_points: dict[str, float],
+                              buggy_scores: dict[str, dict[str, float]], written_grade_id: str) -> None:
+    """Submit the solution, the untouched release and ``buggy`` notebooks, autograde them all, and
+    check: full marks for the solution, 0 for the blank, exactly ``buggy_scores`` for each buggy one
+    (some points, not all), and the written answer waiting for a person."""
+    from nbgrader.api import Gradebook
+
+    submit(course, assignment, "correct", read(source))
+    submit(course, assignment, "blank", read(release))
+    for student, notebook in buggy.items():
+        submit(course, assignment, student, notebook)
+    autograde(course, assignment, ["correct", "blank", *buggy])
+
+    full = sum(test_points.values())
+    correct = auto_scores(course, assignment, "correct", test_points)
+    blank = auto_scores(course, assignment, "blank", test_points)
+    assert correct == test_points, f"the solution should get every autograded point, got {correct}"
+    assert sum(blank.values()) == 0, f"the untouched release should get 0, got {blank}"
+    for student in buggy:
+        scores = auto_scores(course, assignment, student, test_points)
+        print(f"{student}: {scores}")
+        assert scores == buggy_scores[student], f"{student}: expected {buggy_scores[student]}, got {scores}"
+        assert 0 < sum(scores.values()) < full
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
+        # The written answer waits for a person, except where it was left blank (nbgrader gives 0).
+        for student in ("correct", *buggy):
+            assert gradebook.find_grade(written_grade_id, assignment, assignment, student).needs_manual_grade
+        assert gradebook.find_submission_notebook(assignment, assignment, "correct").code_score == full

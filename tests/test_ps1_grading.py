@@ -9,7 +9,6 @@ some plausible mistakes. They need the shipped checkpoints ``ae-latent16`` and `
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import nbformat
@@ -17,7 +16,7 @@ import pytest
 import torch
 
 import grading
-from grading import ROOT, auto_scores, autograde, make_course, read, submit
+from grading import ROOT, make_course
 
 from coursekit.exercises import ps1 as checks
 
@@ -165,38 +164,14 @@ def filled_in_release(bugs: dict[str, tuple[str, str]]) -> nbformat.NotebookNode
 
 @pytest.mark.slow
 def test_release_is_regenerated_identically(course):
-    regenerated = json.loads((course / "exercises" / "ps1" / "ps1.ipynb").read_text())
-    committed = json.loads(RELEASE.read_text())
-    assert regenerated == committed, (
-        "exercises/ps1/ps1.ipynb is out of date: run `nbgrader generate_assignment ps1 --force` in the repository root"
-    )
+    grading.assert_release_regenerated(course, "ps1", RELEASE)
 
 
 @pytest.mark.slow
 def test_autograde_correct_blank_and_buggy(course):
-    from nbgrader.api import Gradebook
-
     from coursekit.checkpoint import shipped_checkpoints
 
     missing = {"ae-latent16", "ae-anomaly"} - set(shipped_checkpoints())
     assert not missing, f"ps1 needs the shipped checkpoints {sorted(missing)}"
-
-    submit(course, "ps1", "correct", read(SOURCE))
-    submit(course, "ps1", "blank", read(RELEASE))
-    submit(course, "ps1", "buggy", filled_in_release(BUGS))
-    autograde(course, "ps1", ["correct", "blank", "buggy"])
-
-    full = sum(TEST_POINTS.values())
-    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
-        def autograded(student: str) -> dict[str, float]:
-            return auto_scores(course, "ps1", student, TEST_POINTS)
-
-        correct, blank, buggy = autograded("correct"), autograded("blank"), autograded("buggy")
-        print("buggy submission:", buggy)
-        assert correct == TEST_POINTS, f"the solution should get every autograded point, got {correct}"
-        assert sum(blank.values()) == 0, f"the untouched release should get 0, got {blank}"
-        assert 0 < sum(buggy.values()) < full
-        assert buggy == BUGGY_SCORES
-        # The written answer waits for a person, except where it was left blank (nbgrader gives 0).
-        assert gradebook.find_grade("answer_random_codes", "ps1", "ps1", "correct").needs_manual_grade
-        assert gradebook.find_submission_notebook("ps1", "ps1", "correct").code_score == full
+    grading.assert_grading_round_trip(course, "ps1", SOURCE, RELEASE, {"buggy": filled_in_release(BUGS)}, TEST_POINTS,
+                                      {"buggy": BUGGY_SCORES}, "answer_random_codes")

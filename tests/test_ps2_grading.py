@@ -10,7 +10,6 @@ submissions with one mistake each. They need the shipped checkpoint ``vae``.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import nbformat
@@ -18,7 +17,7 @@ import pytest
 import torch
 
 import grading
-from grading import ROOT, auto_scores, autograde, make_course, nbgrader_meta, read, submit
+from grading import ROOT, make_course, nbgrader_meta, read
 
 from coursekit.exercises import ps2 as checks
 
@@ -231,39 +230,14 @@ def filled_in_release(bugs: dict[str, tuple[str, str]]) -> nbformat.NotebookNode
 
 @pytest.mark.slow
 def test_release_is_regenerated_identically(course):
-    regenerated = json.loads((course / "exercises" / "ps2" / "ps2.ipynb").read_text())
-    committed = json.loads(RELEASE.read_text())
-    assert regenerated == committed, (
-        "exercises/ps2/ps2.ipynb is out of date: run `nbgrader generate_assignment ps2 --force` in the repository root"
-    )
+    grading.assert_release_regenerated(course, "ps2", RELEASE)
 
 
 @pytest.mark.slow
 def test_autograde_correct_blank_and_buggy(course):
-    from nbgrader.api import Gradebook
-
     from coursekit.checkpoint import shipped_checkpoints
 
     assert "vae" in shipped_checkpoints(), "ps2 needs the shipped checkpoint `vae`"
-
-    submit(course, "ps2", "correct", read(SOURCE))
-    submit(course, "ps2", "blank", read(RELEASE))
-    for student, (part, name) in BUGGY_SUBMISSIONS.items():
-        submit(course, "ps2", student, filled_in_release(bug(part, name)))
-    autograde(course, "ps2", ["correct", "blank", *BUGGY_SUBMISSIONS])
-
-    full = sum(TEST_POINTS.values())
-    correct = auto_scores(course, "ps2", "correct", TEST_POINTS)
-    blank = auto_scores(course, "ps2", "blank", TEST_POINTS)
-    assert correct == TEST_POINTS, f"the solution should get every autograded point, got {correct}"
-    assert sum(blank.values()) == 0, f"the untouched release should get 0, got {blank}"
-    for student in BUGGY_SUBMISSIONS:
-        scores = auto_scores(course, "ps2", student, TEST_POINTS)
-        print(f"{student}: {scores}")
-        assert scores == BUGGY_SCORES[student], f"{student}: expected {BUGGY_SCORES[student]}, got {scores}"
-        assert 0 < sum(scores.values()) < full
-    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
-        # The written answer waits for a person, except where it was left blank (nbgrader gives 0).
-        assert gradebook.find_grade("answer_posterior_collapse", "ps2", "ps2", "correct").needs_manual_grade
-        assert gradebook.find_grade("answer_posterior_collapse", "ps2", "ps2", "buggy_std").needs_manual_grade
-        assert gradebook.find_submission_notebook("ps2", "ps2", "correct").code_score == full
+    buggy = {student: filled_in_release(bug(part, name)) for student, (part, name) in BUGGY_SUBMISSIONS.items()}
+    grading.assert_grading_round_trip(course, "ps2", SOURCE, RELEASE, buggy, TEST_POINTS, BUGGY_SCORES,
+                                      "answer_posterior_collapse")

@@ -12,14 +12,13 @@ test cells need no checkpoint and no data.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import nbformat
 import pytest
 
 import grading
-from grading import ROOT, auto_scores, autograde, make_course, nbgrader_meta, read, submit
+from grading import ROOT, make_course, nbgrader_meta, read
 
 from coursekit.exercises import ps4 as checks
 
@@ -271,39 +270,13 @@ def filled_in_release(mistakes: dict[str, str]) -> nbformat.NotebookNode:
 
 @pytest.mark.slow
 def test_release_is_regenerated_identically(course):
-    regenerated = json.loads((course / "exercises" / "ps4" / "ps4.ipynb").read_text())
-    committed = json.loads(RELEASE.read_text())
-    assert regenerated == committed, (
-        "exercises/ps4/ps4.ipynb is out of date: run `nbgrader generate_assignment ps4 --force` in the repository root"
-    )
+    grading.assert_release_regenerated(course, "ps4", RELEASE)
 
 
 @pytest.mark.slow
 def test_autograde_correct_blank_and_buggy(course):
-    from nbgrader.api import Gradebook
-
     from coursekit.checkpoint import shipped_checkpoints
 
     assert "ddpm" in shipped_checkpoints(), "ps4's last demo samples the shipped checkpoint `ddpm`"
-
-    submit(course, "ps4", "correct", read(SOURCE))
-    submit(course, "ps4", "blank", read(RELEASE))
-    for student, mistakes in BUGGY_SUBMISSIONS.items():
-        submit(course, "ps4", student, filled_in_release(mistakes))
-    autograde(course, "ps4", ["correct", "blank", *BUGGY_SUBMISSIONS])
-
-    full = sum(TEST_POINTS.values())
-    correct = auto_scores(course, "ps4", "correct", TEST_POINTS)
-    blank = auto_scores(course, "ps4", "blank", TEST_POINTS)
-    assert correct == TEST_POINTS, f"the solution should get every autograded point, got {correct}"
-    assert sum(blank.values()) == 0, f"the untouched release should get 0, got {blank}"
-    for student in BUGGY_SUBMISSIONS:
-        scores = auto_scores(course, "ps4", student, TEST_POINTS)
-        print(f"{student}: {scores}")
-        assert scores == BUGGY_SCORES[student], f"{student}: expected {BUGGY_SCORES[student]}, got {scores}"
-        assert 0 < sum(scores.values()) < full
-    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
-        # The written answer waits for a person, except where it was left blank (nbgrader gives 0).
-        assert gradebook.find_grade("answer_ddim", "ps4", "ps4", "correct").needs_manual_grade
-        assert gradebook.find_grade("answer_ddim", "ps4", "ps4", "buggy_cumsum").needs_manual_grade
-        assert gradebook.find_submission_notebook("ps4", "ps4", "correct").code_score == full
+    buggy = {student: filled_in_release(mistakes) for student, mistakes in BUGGY_SUBMISSIONS.items()}
+    grading.assert_grading_round_trip(course, "ps4", SOURCE, RELEASE, buggy, TEST_POINTS, BUGGY_SCORES, "answer_ddim")
