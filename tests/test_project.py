@@ -28,6 +28,8 @@ def test_environment_yml_lists_the_pyproject_dependencies():
     listed = [entry for entry in pip_section if not entry.startswith("-")]
     assert sorted(map(_normalise, listed)) == sorted(map(_normalise, wanted))
     assert "-e ." in pip_section  # the package itself
+    # the grade extra adds nothing that the book and test extras do not already install
+    assert set(map(_normalise, project["optional-dependencies"]["grade"])) <= set(map(_normalise, wanted))
 
 
 def test_book_config_has_the_decided_settings():

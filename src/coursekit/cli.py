@@ -6,6 +6,7 @@
     coursekit train ddpm --out src/coursekit/checkpoints/ddpm
     coursekit sample ae-latent16 --num-samples 64 --out grid.png
     coursekit info ae-latent16
+    coursekit grade ps1 submissions.zip --jobs 2
 
 Every ``train`` writes ``config.json`` + ``model.safetensors`` and a ``training.json`` record with
 the command, the data, the device, the time taken and the held-out metrics.
@@ -297,6 +298,22 @@ def info(args) -> None:
     print(json.dumps(read_record(args.checkpoint), indent=2))
 
 
+def grade(args) -> int:
+    from coursekit.grading.collect import DEFAULT_PATTERN
+    from coursekit.grading.workflow import GradingError, grade as grade_batch
+
+    try:
+        report = grade_batch(args.assignment, args.submissions, args.course, jobs=args.jobs,
+                             student_pattern=args.student_pattern or DEFAULT_PATTERN, cell_timeout=args.cell_timeout,
+                             memory_mb=args.memory_mb, output_limit=args.output_limit,
+                             submission_timeout=args.submission_timeout, feedback=not args.no_feedback,
+                             csv_path=args.csv, db_url=args.db_url, landlock=not args.no_landlock)
+    except (GradingError, FileNotFoundError, ValueError) as error:
+        print(f"coursekit grade: {error}", file=sys.stderr)
+        return 2
+    return 3 if report.failed or report.unassigned else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="coursekit", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -359,6 +376,30 @@ def build_parser() -> argparse.ArgumentParser:
     evaluator.add_argument("--key", default="sampling", help="metrics entry that --write stores the results under")
     evaluator.add_argument("--why", default="", help="reason recorded with --write")
 
+    grader = commands.add_parser(
+        "grade", help="autograde a folder or zip of submissions with nbgrader: repair, run sandboxed, feedback, CSV",
+        description="Collect each student's notebook from SUBMISSIONS, repair what Colab and editing broke, run the "
+                    "notebooks (several at once, each sandboxed), score them into the course's nbgrader gradebook, "
+                    "write feedback HTML and a CSV. Exit status 0: all graded; 3: the batch finished but some "
+                    "submissions failed (see the summary); 2: the course or assignment is not ready.")
+    grader.add_argument("assignment", help="the nbgrader assignment, e.g. ps1 (released with nbgrader generate_assignment)")
+    grader.add_argument("submissions", help="a folder or a .zip of submissions (an LMS download, Colab files)")
+    grader.add_argument("--course", default=".", help="the course root, holding nbgrader_config.py (default: here)")
+    grader.add_argument("--jobs", type=int, default=None, help="students run at once (default: the number of CPUs)")
+    grader.add_argument("--student-pattern", default=None,
+                        help="regular expression with a group (?P<student>...) that finds the student id in each "
+                             "file's path inside SUBMISSIONS (default: the first folder, or the file name up to the first _)")
+    grader.add_argument("--cell-timeout", type=int, default=None,
+                        help="seconds one cell may run (default: Execute.timeout of nbgrader_config.py)")
+    grader.add_argument("--submission-timeout", type=float, default=1800, help="seconds one whole submission may run")
+    grader.add_argument("--memory-mb", type=int, default=4096, help="memory limit of a student's kernel (0: none)")
+    grader.add_argument("--output-limit", type=int, default=100_000, help="characters one cell may print")
+    grader.add_argument("--no-feedback", action="store_true", help="do not write feedback HTML")
+    grader.add_argument("--csv", default=None, help="where to write the grades (default: grading/ASSIGNMENT/grades.csv)")
+    grader.add_argument("--db-url", default=None, help="nbgrader gradebook URL (default: the course's, SQLite)")
+    grader.add_argument("--no-landlock", action="store_true",
+                        help="do not restrict the students' file access with Linux Landlock")
+
     informer = commands.add_parser("info", help="show a checkpoint's config and training record (or list shipped ones)")
     informer.add_argument("checkpoint", nargs="?", default=None)
     return parser
@@ -377,6 +418,8 @@ def main(argv: list[str] | None = None) -> int:
         sample(args)
     elif args.command == "evaluate":
         evaluate(args)
+    elif args.command == "grade":
+        return grade(args)
     else:
         info(args)
     return 0
