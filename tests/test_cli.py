@@ -41,3 +41,23 @@ def test_train_vae_records_likelihoods(tmp_path):
     assert sum(metrics["sample_class_histogram"]) == 1000
     model = load_checkpoint(out)
     assert model.config.beta == 0.5 and model.config.latent_dim == 4
+
+
+@pytest.mark.parametrize("model", ["dcgan", "wgan-gp"])
+def test_train_gan_records_fid_and_class_coverage(tmp_path, model):
+    from coursekit.cli import class_spread
+
+    out = tmp_path / model
+    assert main(["train", model, "--channels", "8", "--latent-dim", "8", "--max-steps", "4", "--critic-steps", "2",
+                 "--eval-samples", "100", "--conditional", "--out", str(out), "--grid", str(tmp_path / "grid.png"),
+                 "--quiet", "--device", "cpu"]) == 0
+    record = json.loads((out / "training.json").read_text())
+    metrics = record["metrics"]
+    assert record["steps"] == 4 and record["data"]["train_images"] == 4000
+    assert sum(metrics["sample_class_histogram"]) == 100 and metrics["sample_fid_ratio"] > 0
+    assert 0 <= metrics["class_entropy_ratio"] <= 1 and "g_loss" in metrics["last_50_steps"]
+    gan = load_checkpoint(out)
+    assert gan.config.loss == ("wgan-gp" if model == "wgan-gp" else "non-saturating") and gan.config.num_classes == 10
+    assert (tmp_path / "grid.png").stat().st_size > 0
+    assert class_spread([100] * 10)["class_entropy_ratio"] == pytest.approx(1.0)
+    assert class_spread([0] * 9 + [1000]) == {"class_entropy_ratio": 0.0, "class_min": 0, "class_max": 1000}

@@ -39,6 +39,7 @@ def _ensure_registered() -> None:
     import coursekit.eval.classifier  # noqa: F401
     import coursekit.models.autoencoder  # noqa: F401
     import coursekit.models.vae  # noqa: F401
+    import coursekit.models.gan  # noqa: F401
     import coursekit.models.unet  # noqa: F401
     import coursekit.diffusion  # noqa: F401
 

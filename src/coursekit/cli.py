@@ -4,6 +4,8 @@
     coursekit train autoencoder --latent-dim 2 --out src/coursekit/checkpoints/ae-latent2
     coursekit train vae --latent-dim 16 --beta 1 --out src/coursekit/checkpoints/vae
     coursekit train ddpm --out src/coursekit/checkpoints/ddpm
+    coursekit train dcgan --out src/coursekit/checkpoints/dcgan
+    coursekit train wgan-gp --out src/coursekit/checkpoints/wgan-gp
     coursekit sample ae-latent16 --num-samples 64 --out grid.png
     coursekit info ae-latent16
     coursekit grade ps1 submissions.zip --jobs 2
@@ -169,6 +171,59 @@ def train_vae(args) -> dict:
     return metrics
 
 
+def class_spread(histogram: list[int]) -> dict:
+    """How evenly samples cover the ten digits: entropy / log(10) (1 = uniform; 0 = one digit only),
+    and the fewest and most samples of any digit."""
+    import math
+
+    total = sum(histogram)
+    entropy = -sum(c / total * math.log(c / total) for c in histogram if c)
+    return {"class_entropy_ratio": max(0.0, entropy / math.log(len(histogram))), "class_min": min(histogram), "class_max": max(histogram)}
+
+
+def train_gan_command(args) -> dict:
+    """``coursekit train dcgan`` / ``train wgan-gp``: a GAN on the digits, with FID, KID and class coverage."""
+    from types import SimpleNamespace
+
+    from coursekit.checkpoint import save_checkpoint
+    from coursekit.data import make_loader
+    from coursekit.eval.metrics import class_histogram, sample_quality
+    from coursekit.models.gan import GAN, GANConfig, train_gan
+
+    train_set = _data(args, "train", scale="symmetric")
+    torch.manual_seed(args.seed)
+    config = GANConfig(latent_dim=args.latent_dim, generator_channels=args.channels, discriminator_channels=args.channels,
+                       num_classes=10 if args.conditional else 0,
+                       loss="wgan-gp" if args.model == "wgan-gp" else args.loss, gp_weight=args.gp_weight)
+    gan = GAN(config)
+    device = torch.device(args.device) if args.device else get_device()
+    history = train_gan(gan, make_loader(train_set, args.batch_size, generator=torch.Generator().manual_seed(args.seed)),
+                        epochs=args.epochs, lr_g=args.lr, lr_d=args.lr_d or args.lr, critic_steps=args.critic_steps,
+                        device=device, generator=torch.Generator(device=device).manual_seed(args.seed),
+                        max_steps=args.max_steps, progress=not args.quiet)
+    gan.cpu().eval()
+    samples = gan.sample(args.eval_samples, generator=torch.Generator().manual_seed(args.seed + 1))
+    quality = sample_quality(samples)
+    histogram = class_histogram(samples).tolist()
+    last = history.steps[-min(len(history.steps), 50):]
+    metrics = {"sample_fid": quality["fid"], "sample_kid": quality["kid"], "fid_floor": quality["fid_floor"],
+               "kid_floor": quality["kid_floor"], "sample_fid_ratio": quality["fid_ratio"], "eval_samples": len(samples),
+               "sample_class_histogram": histogram, **class_spread(histogram),
+               "last_50_steps": {key: sum(s[key] for s in last if key in s) / max(1, sum(key in s for s in last))
+                                 for key in ("d_loss", "g_loss", "d_real", "d_fake")}}
+    shim = SimpleNamespace(device=history.device, seconds=history.seconds, step_losses=history.steps,
+                           epoch_losses=[None] * len(history.grids))
+    record = _record(args, gan, shim, train_set, metrics)
+    record["final_train_loss"] = metrics["last_50_steps"]
+    record["generator_parameters"] = sum(p.numel() for p in gan.generator.parameters())
+    save_checkpoint(gan, args.out, record)
+    if args.grid:
+        from coursekit.plotting import save_grid
+
+        save_grid(history.grids[-1], args.grid)
+    return metrics
+
+
 class EMA:
     """An exponential moving average of a model's weights (sampled from instead of the raw weights)."""
 
@@ -323,7 +378,9 @@ def build_parser() -> argparse.ArgumentParser:
     for name, defaults in {"classifier": dict(epochs=30, lr=3e-3, batch_size=128),
                            "autoencoder": dict(epochs=30, lr=2e-3, batch_size=128),
                            "vae": dict(epochs=60, lr=2e-3, batch_size=128),
-                           "ddpm": dict(epochs=100, lr=2e-3, batch_size=128)}.items():
+                           "ddpm": dict(epochs=100, lr=2e-3, batch_size=128),
+                           "dcgan": dict(epochs=40, lr=2e-4, batch_size=64),
+                           "wgan-gp": dict(epochs=40, lr=2e-4, batch_size=64)}.items():
         sub = models.add_parser(name)
         sub.add_argument("--out", required=True, help="checkpoint folder to write")
         sub.add_argument("--epochs", type=int, default=defaults["epochs"])
@@ -351,6 +408,19 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--eval-samples", type=int, default=1000)
             sub.add_argument("--eval-samplers", nargs="*", default=["ddpm-1000", "ddim-100", "ddim-50", "ddim-20"],
                              help="sampler-steps pairs to score (classifier-FID/KID and time)")
+        if name in ("dcgan", "wgan-gp"):
+            sub.add_argument("--latent-dim", type=int, default=64)
+            sub.add_argument("--channels", type=int, default=64, help="width of G's last and D's first layer")
+            sub.add_argument("--lr-d", type=float, default=None, help="discriminator learning rate (default: --lr)")
+            sub.add_argument("--critic-steps", type=int, default=None,
+                             help="D updates per G update (default: 1 for dcgan, 5 for wgan-gp)")
+            sub.add_argument("--conditional", action="store_true", help="class-conditional G and D")
+            sub.add_argument("--gp-weight", type=float, default=10.0, help="gradient-penalty weight (wgan-gp)")
+            sub.add_argument("--loss", choices=["non-saturating", "minimax"], default="non-saturating",
+                             help="generator loss of a dcgan")
+            sub.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (smoke tests)")
+            sub.add_argument("--eval-samples", type=int, default=1000)
+            sub.add_argument("--grid", default=None, help="also write the last fixed-noise grid to this PNG")
         if name == "autoencoder":
             sub.add_argument("--noise-std", type=float, default=0.0, help="> 0 trains a denoising autoencoder")
         if name == "vae":
@@ -411,7 +481,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "train":
         start = time.perf_counter()
         metrics = {"classifier": train_classifier, "autoencoder": train_autoencoder, "vae": train_vae,
-                   "ddpm": train_ddpm}[args.model](args)
+                   "ddpm": train_ddpm, "dcgan": train_gan_command, "wgan-gp": train_gan_command}[args.model](args)
         print(json.dumps(metrics, indent=2))
         print(f"wrote {args.out} in {time.perf_counter() - start:.0f} s")
     elif args.command == "sample":
