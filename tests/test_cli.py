@@ -56,6 +56,7 @@ def test_train_gan_records_fid_and_class_coverage(tmp_path, model):
     assert record["steps"] == 4 and record["data"]["train_images"] == 4000
     assert sum(metrics["sample_class_histogram"]) == 100 and metrics["sample_fid_ratio"] > 0
     assert 0 <= metrics["class_entropy_ratio"] <= 1 and "g_loss" in metrics["last_50_steps"]
+    assert record["curves"]["every"] == 10 and len(record["curves"]["d_loss"]) == 1
     gan = load_checkpoint(out)
     assert gan.config.loss == ("wgan-gp" if model == "wgan-gp" else "non-saturating") and gan.config.num_classes == 10
     assert (tmp_path / "grid.png").stat().st_size > 0

@@ -216,6 +216,10 @@ def train_gan_command(args) -> dict:
     record = _record(args, gan, shim, train_set, metrics)
     record["final_train_loss"] = metrics["last_50_steps"]
     record["generator_parameters"] = sum(p.numel() for p in gan.generator.parameters())
+    # every 10th step of the training curves, for plots (the chapter compares DCGAN and WGAN-GP)
+    record["curves"] = {"every": 10, **{key: [round(v, 5) for v in history.series(key)[::10]]
+                                        for key in ("d_loss", "g_loss", "d_real", "d_fake", "gradient_penalty")
+                                        if history.series(key)}}
     save_checkpoint(gan, args.out, record)
     if args.grid:
         from coursekit.plotting import save_grid
