@@ -29,6 +29,23 @@ HIDDEN_TESTS = re.compile(r"^### BEGIN HIDDEN TESTS\n(.*?)^### END HIDDEN TESTS"
 Bugs = dict[str, tuple[str, str]]
 
 
+def pick_bugs(mistakes: dict[str, dict[str, tuple[str, str]]], chosen: dict[str, str]) -> Bugs:
+    """The bugs named by ``chosen`` (answer cell -> mistake name) from a set's table of ``mistakes``."""
+    return {part: mistakes[part][name] for part, name in chosen.items()}
+
+
+def buggy_scores(submissions: dict[str, dict[str, str]], test_points: dict[str, float],
+                 answer_of: dict[str, str]) -> dict[str, dict[str, float]]:
+    """Each buggy submission's expected score: 0 for every test whose answer cell has a mistake, full otherwise."""
+    return {student: {test: 0 if answer_of[test] in parts else points for test, points in test_points.items()}
+            for student, parts in submissions.items()}
+
+
+def run_cell_part(text: str, namespace: dict, label: str) -> None:
+    """Run part of a notebook cell (e.g. its hidden tests) in ``namespace``."""
+    exec(compile(text, label, "exec"), namespace)  # noqa: S102 (our own notebook)
+
+
 def read(path: Path) -> nbformat.NotebookNode:
     return nbformat.read(str(path), as_version=4)
 

@@ -101,23 +101,19 @@ BUGGY_SUBMISSIONS = {
     "buggy_eta_on_variance": {"ddim_step": "eta_on_variance"},
     "buggy_two_parts": {"linear_schedule": "endpoint", "ddpm_step": "prev_off_by_one"},
 }
-BUGGY_SCORES = {
-    student: {test: 0 if ANSWER_OF[test] in parts else points for test, points in TEST_POINTS.items()}
-    for student, parts in BUGGY_SUBMISSIONS.items()
-}
+BUGGY_SCORES = grading.buggy_scores(BUGGY_SUBMISSIONS, TEST_POINTS, ANSWER_OF)
 WRITTEN_ANSWER = "DDIM's processes share DDPM's marginals q(x_t | x_0), so the same network serves; eta = 1 is DDPM."
 
 
 def bugs(mistakes: dict[str, str]) -> dict[str, tuple[str, str]]:
-    return {part: MISTAKES[part][name] for part, name in mistakes.items()}
+    return grading.pick_bugs(MISTAKES, mistakes)
 
 
 def answers_namespace(mistakes: dict[str, str] | None = None) -> dict:
     return grading.answers_namespace(SOURCE, bugs(mistakes or {}))
 
 
-def run_cell_part(text: str, namespace: dict, label: str) -> None:
-    exec(compile(text, label, "exec"), namespace)  # noqa: S102 (our own notebook)
+run_cell_part = grading.run_cell_part
 
 
 # --- the notebook's structure -------------------------------------------------------------------
