@@ -69,9 +69,9 @@ def test_checkpoint_errors(tmp_path):
         save_checkpoint(nn.Linear(2, 2), tmp_path / "linear")
     save_checkpoint(Autoencoder(AutoencoderConfig(latent_dim=2, channels=(4,))), tmp_path / "ae")
     config = json.loads((tmp_path / "ae" / "config.json").read_text())
-    config["model_type"] = "gan"
+    config["model_type"] = "no-such-model"
     (tmp_path / "ae" / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ValueError, match="model_type 'gan'"):
+    with pytest.raises(ValueError, match="model_type 'no-such-model'"):
         load_checkpoint(tmp_path / "ae")
 
 
