@@ -1,10 +1,12 @@
-"""Exercise set ps1 (autoencoders): the notebook's structure, its visible checks, and autograding.
+"""Exercise set ps1 (autoencoders): the notebook's structure, its checks, and autograding.
 
-The fast tests read ``solutions/ps1/ps1.ipynb`` (the nbgrader source) and run its answers through
-``coursekit.exercises.ps1``. The slow tests build a throwaway course directory, regenerate the
-student release there (it must equal the committed ``exercises/ps1/ps1.ipynb``) and autograde
-three submissions with nbgrader: the solution, the untouched release, and a release filled in with
-some plausible mistakes. They need the shipped checkpoints ``ae-latent16`` and ``ae-anomaly``.
+The fast tests read ``solutions/ps1/ps1.ipynb`` (the nbgrader source), run its answers through the
+visible checks of ``coursekit.exercises.ps1``, and run the hidden tests of each part against the
+answer with plausible mistakes patched in: every mistake must cost that part its points, and some
+get past the visible test cells so that only the hidden tests see them. The slow tests build a
+throwaway course directory, regenerate the student release there (it must equal the committed
+``exercises/ps1/ps1.ipynb``) and autograde the solution, the untouched release, and three
+submissions with mistakes. They need the shipped checkpoints ``ae-latent16`` and ``ae-anomaly``.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import pytest
 import torch
 
 import grading
-from grading import ROOT, make_course
+from grading import ROOT, make_course, nbgrader_meta
 
 from coursekit.exercises import ps1 as checks
 
@@ -33,33 +35,111 @@ TEST_POINTS = {
     "test_roc_auc": 2,
 }
 WRITTEN_POINTS = {"answer_random_codes": 3}
+ANSWER_OF = {  # test cell -> answer cell
+    "test_encoder_decoder": "encoder_decoder",
+    "test_reconstruction_loss": "reconstruction_loss",
+    "test_anomaly_scores": "anomaly_scores",
+    "test_choose_threshold": "choose_threshold",
+    "test_roc_auc": "roc_auc",
+}
 
-# Plausible mistakes, as (correct line, wrong line) in the answer cell with that grade_id.
-BUGS = {
-    # sums the squared error over the pixels: 784 times too large (caught by the visible check)
-    "reconstruction_loss": ("return squared_error.flatten(1).mean(dim=1)",
-                            "return squared_error.flatten(1).sum(dim=1)"),
-    # the threshold in the wrong tail: flags 95% of normal images (caught by the visible check)
-    "choose_threshold": ("1.0 - false_positive_rate", "false_positive_rate"),
-    # ordinal ranks instead of average ranks: right without ties, wrong with them (hidden tests only)
-    "roc_auc": ("ranks = torch.from_numpy(rankdata(scores.numpy()))",
-                "ranks = torch.argsort(torch.argsort(scores)).double() + 1"),
+# Plausible mistakes, as (correct text, wrong text) in the answer cell with that grade_id. Every one
+# must fail the hidden tests of its part (fast test below); some are also autograded. Four kinds of
+# "nearly right" answers keep every shape right and need checks of their own: batch mixing (an
+# example's output depends on the others in its batch), dtype leaks, graph leaks or extra network
+# calls, and ignored arguments.
+MISTAKES = {
+    "encoder_decoder": {
+        # batch mixing: pixels mapped to [0, 1] with the batch's minimum and maximum instead of a sigmoid
+        "minmax_over_batch": ("return torch.sigmoid(self.deconvs(h))",
+                              "logits = self.deconvs(h)  # (B, 1, 28, 28)\n"
+                              "        return (logits - logits.min()) / (logits.max() - logits.min())"),
+        # batch mixing: features x batch, then transposed (each row gathers strided numbers of every image)
+        "flatten_transposed": ("self.to_latent(h.flatten(1))", "self.to_latent(h.reshape(-1, len(h)).T)"),
+        # batch mixing: a channels-last view, then permuted back (each image takes numbers of the others)
+        "view_channels_last": ("h = h.view(-1, 64, 7, 7)", "h = h.view(64, 7, 7, -1).permute(3, 0, 1, 2)"),
+    },
+    "reconstruction_loss": {
+        # sums the squared error over the pixels: 784 times too large
+        "sum": ("return squared_error.flatten(1).mean(dim=1)", "return squared_error.flatten(1).sum(dim=1)"),
+        # batch mixing: a (pixels, batch) reshape averages strided numbers of every image
+        "batch_transposed": ("squared_error.flatten(1).mean(dim=1)", "squared_error.reshape(-1, len(x)).mean(dim=0)"),
+        # dtype leak: float64 losses for float32 images
+        "float64": ("squared_error.flatten(1).mean(dim=1)", "squared_error.flatten(1).double().mean(dim=1)"),
+    },
+    "anomaly_scores": {
+        # batch mixing, as in (b)
+        "batch_transposed": ("((x_hat - x) ** 2).flatten(1).mean(dim=1)", "((x_hat - x) ** 2).reshape(-1, len(x)).mean(dim=0)"),
+        # dtype leak: float64 scores
+        "float64": (".flatten(1).mean(dim=1).cpu()", ".flatten(1).double().mean(dim=1).cpu()"),
+        # graph leak: the model runs with gradients on, and the scores are detached afterwards
+        "detach_not_no_grad": ("    with torch.no_grad():\n"
+                               "        for start in range(0, len(images), batch_size):\n"
+                               "            x = images[start:start + batch_size].to(model_device)  # (b, 1, 28, 28)\n"
+                               "            x_hat = model(x)\n"
+                               "            scores.append(((x_hat - x) ** 2).flatten(1).mean(dim=1).cpu())  # (b,)\n",
+                               "    for start in range(0, len(images), batch_size):\n"
+                               "        x = images[start:start + batch_size].to(model_device)  # (b, 1, 28, 28)\n"
+                               "        x_hat = model(x)\n"
+                               "        scores.append(((x_hat - x) ** 2).flatten(1).mean(dim=1).detach().cpu())  # (b,)\n"),
+        # one network call too many: the model runs twice on every batch
+        "model_twice": ("((x_hat - x) ** 2)", "((model(x) - x) ** 2)"),
+        # ignored argument: always batches of 500
+        "ignores_batch_size": ("for start in range(0, len(images), batch_size):\n"
+                               "            x = images[start:start + batch_size]",
+                               "for start in range(0, len(images), 500):\n"
+                               "            x = images[start:start + 500]"),
+    },
+    "choose_threshold": {
+        # the threshold in the wrong tail: flags 95% of normal images
+        "wrong_tail": ("1.0 - false_positive_rate", "false_positive_rate"),
+    },
+    "roc_auc": {
+        # ordinal ranks instead of average ranks: right without ties, wrong with them
+        "ordinal_ranks": ("ranks = torch.from_numpy(rankdata(scores.numpy()))",
+                          "ranks = torch.argsort(torch.argsort(scores)).double() + 1"),
+    },
 }
-BUGGY_SCORES = {
-    "test_encoder_decoder": 3,
-    "test_reconstruction_loss": 0,
-    "test_anomaly_scores": 2,
-    "test_choose_threshold": 0,
-    "test_roc_auc": 0,
+# The mistakes that pass the visible test cell and its check: only the hidden tests see them.
+HIDDEN_ONLY = [
+    ("encoder_decoder", "minmax_over_batch"),
+    ("encoder_decoder", "flatten_transposed"),
+    ("encoder_decoder", "view_channels_last"),
+    ("anomaly_scores", "detach_not_no_grad"),
+    ("anomaly_scores", "model_twice"),
+    ("anomaly_scores", "ignores_batch_size"),
+    ("roc_auc", "ordinal_ranks"),
+]
+
+# The mistakes of the first autograded submission (also used by tests/test_grade_workflow.py), caught
+# by the visible checks (the first two) and by the hidden tests only (the tied scores of roc_auc).
+BUGS = grading.pick_bugs(MISTAKES, {"reconstruction_loss": "sum", "choose_threshold": "wrong_tail", "roc_auc": "ordinal_ranks"})
+# The autograded submissions with mistakes (answer cell -> mistake), and the score each should get.
+# The last two got full marks from the hidden tests before they checked batch mixing and batch_size.
+BUGGY_SUBMISSIONS = {
+    "buggy": {"reconstruction_loss": "sum", "choose_threshold": "wrong_tail", "roc_auc": "ordinal_ranks"},
+    "buggy_minmax_over_batch": {"encoder_decoder": "minmax_over_batch"},
+    "buggy_ignores_batch_size": {"anomaly_scores": "ignores_batch_size"},
 }
+BUGGY_SCORES = grading.buggy_scores(BUGGY_SUBMISSIONS, TEST_POINTS, ANSWER_OF)
+WRITTEN_ANSWER = "Codes of real digits sit in a small region; random points land elsewhere."
+
+
+def bugs(mistakes: dict[str, str]) -> dict[str, tuple[str, str]]:
+    return grading.pick_bugs(MISTAKES, mistakes)
+
+
 def answer_sources(bugs: dict[str, tuple[str, str]] | None = None) -> dict[str, str]:
     """grade_id -> source of each autograded answer cell of the solution, markers removed, bugs applied."""
     return grading.answer_sources(SOURCE, bugs)
 
 
-def answers_namespace(bugs: dict[str, tuple[str, str]] | None = None) -> dict:
+def answers_namespace(bugs: dict[str, tuple[str, str]] | None = None, namespace: dict | None = None) -> dict:
     """Run the answer cells (only those) in a fresh namespace, as a notebook would."""
-    return grading.answers_namespace(SOURCE, bugs)
+    return grading.answers_namespace(SOURCE, bugs, namespace)
+
+
+run_cell_part = grading.run_cell_part
 
 
 def tiny_autoencoder():
@@ -69,25 +149,104 @@ def tiny_autoencoder():
     return Autoencoder(AutoencoderConfig(latent_dim=4)).eval()
 
 
+@pytest.fixture(scope="module")
+def notebook_globals() -> dict:
+    """The globals that the test cells use besides the answers: the test digits and the shipped anomaly model."""
+    from coursekit.checkpoint import load_checkpoint, read_record
+    from coursekit.data import load_mnist
+
+    test_set = load_mnist("test", scale="unit", source="bundled")
+    held_out_digit = read_record("ae-anomaly")["metrics"]["held_out_digit"]
+    return {"images": test_set.images, "labels": test_set.labels, "anomaly_model": load_checkpoint("ae-anomaly", device="cpu"),
+            "is_anomaly": test_set.labels == held_out_digit}
+
+
+def part_tests(part: str, tests: dict[str, str]) -> str:
+    (text,) = [text for grade_id, text in tests.items() if ANSWER_OF[grade_id] == part]
+    return text
+
+
 # --- the notebook's structure -------------------------------------------------------------------
 
 def test_source_notebook_structure():
-    grading.check_source_structure(SOURCE, TEST_POINTS, WRITTEN_POINTS, checks.PARTS)
+    notebook = grading.check_source_structure(SOURCE, TEST_POINTS, WRITTEN_POINTS, checks.PARTS)
+    tests = [nbgrader_meta(c)["grade_id"] for c in notebook.cells if c.cell_type == "code" and nbgrader_meta(c).get("grade")]
+    assert tests == list(TEST_POINTS), "the parts should come in the order of the points table"
+    assert list(answer_sources()) == list(ANSWER_OF.values())
+    # the promises the hidden tests rely on are stated to the students
+    text = "\n".join(cell.source for cell in notebook.cells if cell.cell_type == "markdown")
+    for promise in ("depend on that image alone", "in the dtype of the inputs", "a float32 tensor of shape `(N,)`",
+                    "running the model\n  once on each batch", "with torch.no_grad():"):
+        assert promise in text, f"the notebook no longer says {promise!r}"
 
 
 def test_release_has_no_solutions_or_hidden_tests():
     grading.check_release(RELEASE, len(answer_sources()), len(WRITTEN_POINTS))
 
 
-# --- the visible checks (fast) -------------------------------------------------------------------
+# --- the visible checks and hidden tests (fast) -----------------------------------------------------
 
-def test_visible_checks_pass_for_reference_answers():
-    namespace = answers_namespace()
+def test_visible_checks_pass_for_reference_answers(notebook_globals):
+    namespace = answers_namespace(namespace=dict(notebook_globals))
     checks.check_autoencoder_shapes(namespace["Encoder"], namespace["Decoder"])
     checks.check_reconstruction_loss(namespace["reconstruction_loss"])
     checks.check_anomaly_scores(namespace["anomaly_scores"], tiny_autoencoder(), torch.rand(9, 1, 28, 28))
     checks.check_choose_threshold(namespace["choose_threshold"])
     checks.check_roc_auc(namespace["roc_auc"])
+    for grade_id, visible in grading.visible_tests(SOURCE).items():
+        run_cell_part(visible, namespace, f"<ps1 {grade_id} visible>")
+
+
+def test_hidden_tests_pass_for_reference_answers(notebook_globals):
+    namespace = answers_namespace(namespace=dict(notebook_globals))
+    for grade_id, hidden in grading.hidden_tests(SOURCE).items():
+        run_cell_part(hidden, namespace, f"<ps1 {grade_id}>")
+    assert not namespace["anomaly_model"].training and not namespace["anomaly_model"]._forward_pre_hooks
+
+
+@pytest.mark.parametrize(("part", "name"), [(part, name) for part, mistakes in MISTAKES.items() for name in mistakes])
+def test_hidden_tests_catch_each_mistake(part, name, notebook_globals):
+    """Every mistake fails the hidden tests of its part. (They call only that part's answer, so the
+    other parts keep their points: the autograde test below shows it for some of these.)"""
+    namespace = answers_namespace(bugs({part: name}), dict(notebook_globals))
+    with pytest.raises(Exception):  # noqa: B017 (an assertion or a crash: either costs the points)
+        run_cell_part(part_tests(part, grading.hidden_tests(SOURCE)), namespace, f"<ps1 {part} tests>")
+
+
+@pytest.mark.parametrize(("part", "name"), HIDDEN_ONLY)
+def test_some_mistakes_pass_the_visible_checks(part, name, notebook_globals):
+    """These mistakes get past everything the student sees; only the hidden tests catch them."""
+    namespace = answers_namespace(bugs({part: name}), dict(notebook_globals))
+    run_cell_part(part_tests(part, grading.visible_tests(SOURCE)), namespace, f"<ps1 {part} visible>")
+    check = checks.PARTS[list(ANSWER_OF.values()).index(part)]
+    check.check(*(namespace[name] for name in check.names))
+
+
+@pytest.mark.parametrize(("part", "name"), [(part, name) for part, mistakes in MISTAKES.items() for name in mistakes
+                                            if (part, name) not in HIDDEN_ONLY])
+def test_visible_test_cells_catch_the_other_mistakes(part, name, notebook_globals):
+    namespace = answers_namespace(bugs({part: name}), dict(notebook_globals))
+    with pytest.raises(Exception):  # noqa: B017 (an assertion or a crash)
+        run_cell_part(part_tests(part, grading.visible_tests(SOURCE)), namespace, f"<ps1 {part} visible>")
+
+
+@pytest.mark.parametrize(("part", "name", "message"), [
+    ("encoder_decoder", "minmax_over_batch", "a code's image depends on the other codes in its batch"),
+    ("encoder_decoder", "flatten_transposed", "an image's code depends on the other images in its batch"),
+    ("encoder_decoder", "view_channels_last", "a code's image depends on the other codes in its batch"),
+    ("reconstruction_loss", "batch_transposed", "an image's loss depends on the other images in its batch"),
+    ("reconstruction_loss", "float64", "for torch.float32 images the loss should be torch.float32 too"),
+    ("anomaly_scores", "batch_transposed", "an image's score depends on the other images in its batch"),
+    ("anomaly_scores", "float64", "the scores should be float32"),
+    ("anomaly_scores", "detach_not_no_grad", "the model ran with gradients enabled"),
+    ("anomaly_scores", "model_twice", "the model should see each of the 130 images once, but it saw 260"),
+    ("anomaly_scores", "ignores_batch_size", "with batch_size=64 it should go through the 130 images in 3 batches"),
+])
+def test_hidden_tests_explain_mistakes(part, name, message, notebook_globals):
+    """The new hidden checks come first in their cells, so the grader's feedback names the mistake."""
+    namespace = answers_namespace(bugs({part: name}), dict(notebook_globals))
+    with pytest.raises(AssertionError, match=message):
+        run_cell_part(part_tests(part, grading.hidden_tests(SOURCE)), namespace, f"<ps1 {part} tests>")
 
 
 def test_visible_checks_fail_for_buggy_answers():
@@ -158,8 +317,7 @@ def course(tmp_path_factory) -> Path:
 
 def filled_in_release(bugs: dict[str, tuple[str, str]]) -> nbformat.NotebookNode:
     """The release with every answer cell filled in from the solution, some with ``bugs``."""
-    return grading.filled_in_release(SOURCE, RELEASE, bugs,
-                                     "Codes of real digits sit in a small region; random points land elsewhere.")
+    return grading.filled_in_release(SOURCE, RELEASE, bugs, WRITTEN_ANSWER)
 
 
 @pytest.mark.slow
@@ -173,5 +331,9 @@ def test_autograde_correct_blank_and_buggy(course):
 
     missing = {"ae-latent16", "ae-anomaly"} - set(shipped_checkpoints())
     assert not missing, f"ps1 needs the shipped checkpoints {sorted(missing)}"
-    grading.assert_grading_round_trip(course, "ps1", SOURCE, RELEASE, {"buggy": filled_in_release(BUGS)}, TEST_POINTS,
-                                      {"buggy": BUGGY_SCORES}, "answer_random_codes")
+    # the submission made from BUGS keeps its score (tests/test_grade_workflow.py counts on it)
+    assert BUGGY_SCORES["buggy"] == {"test_encoder_decoder": 3, "test_reconstruction_loss": 0, "test_anomaly_scores": 2,
+                                     "test_choose_threshold": 0, "test_roc_auc": 0}
+    buggy = {student: filled_in_release(bugs(mistakes)) for student, mistakes in BUGGY_SUBMISSIONS.items()}
+    grading.assert_grading_round_trip(course, "ps1", SOURCE, RELEASE, buggy, TEST_POINTS, BUGGY_SCORES,
+                                      "answer_random_codes")

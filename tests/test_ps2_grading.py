@@ -2,10 +2,11 @@
 
 The fast tests read ``solutions/ps2/ps2.ipynb`` (the nbgrader source), run its answers through the
 visible checks of ``coursekit.exercises.ps2``, and run the hidden tests of each part against the
-answer with plausible mistakes patched in: every mistake must cost that part its points. The slow
-tests build a throwaway course directory, regenerate the student release there (it must equal the
-committed ``exercises/ps2/ps2.ipynb``) and autograde the solution, the untouched release, and four
-submissions with one mistake each. They need the shipped checkpoint ``vae``.
+answer with plausible mistakes patched in: every mistake must cost that part its points, and some
+get past the visible test cells so that only the hidden tests see them. The slow tests build a
+throwaway course directory, regenerate the student release there (it must equal the committed
+``exercises/ps2/ps2.ipynb``) and autograde the solution, the untouched release, and six submissions
+with one mistake each. They need the shipped checkpoint ``vae``.
 """
 
 from __future__ import annotations
@@ -36,7 +37,10 @@ WRITTEN_POINTS = {"answer_posterior_collapse": 3}
 ANSWER_OF = {test: test.removeprefix("test_") for test in TEST_POINTS}  # test cell -> answer cell
 
 # Plausible mistakes, as (correct text, wrong text) in the answer cell with that grade_id. Every one
-# must fail the hidden tests of its part (fast test below); the first four are also autograded.
+# must fail the hidden tests of its part (fast test below); six are also autograded. Four kinds of
+# "nearly right" answers keep every shape right and need checks of their own: batch mixing (an
+# example's output depends on the others in its batch), dtype leaks, graph leaks or extra network
+# calls, and ignored arguments.
 MISTAKES = {
     "reparameterize": {
         "std": ("torch.exp(0.5 * logvar)", "torch.exp(logvar)"),  # exp(logvar) is the variance
@@ -45,6 +49,12 @@ MISTAKES = {
         "distribution_sample": ("return mu + sigma * eps", "return torch.distributions.Normal(mu, sigma).sample()"),
         "ignores_generator": ("generator=generator, device", "device"),
         "wrong_shape": ("return mu + sigma * eps", "return (mu + sigma * eps).flatten()"),
+        # dtype leak: eps always float32, so a bfloat16 mu gives a float32 z and a float64 z is a float32 draw
+        "ignores_dtype": ("device=mu.device, dtype=mu.dtype)", "device=mu.device)"),
+        # ignored argument: eps always on the CPU, so a mu on the GPU fails
+        "ignores_device": ("device=mu.device, dtype=mu.dtype", "dtype=mu.dtype"),
+        # batch mixing: one eps shared by every example of the batch
+        "shared_eps": ("torch.randn(mu.shape, generator", "torch.randn(mu.shape[1:], generator"),
     },
     "gaussian_kl": {
         "kl_mean": (".sum(dim=1)  # (B,)", ".mean(dim=1)  # (B,)"),
@@ -52,6 +62,10 @@ MISTAKES = {
         "missing_half": ("0.5 * (mu", "(mu"),
         "batch_mean": ("per_dimension.sum(dim=1)", "per_dimension.sum(dim=1).mean()"),
         "logvar_as_log_std": ("logvar.exp() - 1.0 - logvar", "logvar.exp() ** 2 - 1.0 - 2 * logvar"),
+        # batch mixing: the batch's mean KL, broadcast back to one number per example
+        "batch_mean_broadcast": ("per_dimension.sum(dim=1)  # (B,)", "per_dimension.sum(dim=1).mean().expand(len(mu))  # (B,)"),
+        # dtype leak: a float64 KL for float32 inputs
+        "float64": ("per_dimension.sum(dim=1)", "per_dimension.double().sum(dim=1)"),
     },
     "elbo_loss": {
         "batch_sum": ("(reconstruction + beta * kl).mean()", "(reconstruction + beta * kl).sum()"),
@@ -61,12 +75,27 @@ MISTAKES = {
         "elbo_not_negated": ("(reconstruction + beta * kl)", "(-reconstruction - beta * kl)"),
         "sigmoid_then_bce": ("F.binary_cross_entropy_with_logits(recon_logits, x,",
                              "F.binary_cross_entropy(torch.sigmoid(recon_logits), x,"),
+        # batch mixing: the KL summed over the whole batch, then added to every example
+        "kl_over_batch": ("- 1.0 - logvar).sum(dim=1)", "- 1.0 - logvar).sum()"),
+        # dtype leak: a float64 loss for float32 inputs
+        "float64": ("(reconstruction + beta * kl).mean()", "(reconstruction + beta * kl).double().mean()"),
+        # ignored argument: beta
+        "ignores_beta": ("(reconstruction + beta * kl)", "(reconstruction + kl)"),
     },
     "sample_prior": {
         "uniform": ("z = torch.randn(", "z = torch.rand("),
         "no_sigmoid": ("return torch.sigmoid(decoder(z))", "return decoder(z)"),
         "ignores_generator": ("generator=generator)  # (num_samples", ")  # (num_samples"),
         "flat_images": ("return torch.sigmoid(decoder(z))", "return torch.sigmoid(decoder(z)).flatten(1)"),
+        # graph leak: the decoder runs with gradients on, and the samples are detached afterwards
+        "detach_not_no_grad": ("with torch.no_grad():\n        return torch.sigmoid(decoder(z))",
+                               "return torch.sigmoid(decoder(z)).detach()"),
+        # more network calls than the text says: one decoder call per sample
+        "one_at_a_time": ("torch.sigmoid(decoder(z))",
+                          "torch.sigmoid(torch.cat([decoder(z[i:i + 1]) for i in range(num_samples)]))"),
+        # dtype leak: float64 codes
+        "float64_codes": ("torch.randn(num_samples, latent_dim, generator=generator)",
+                          "torch.randn(num_samples, latent_dim, generator=generator, dtype=torch.float64)"),
     },
     "interpolate": {
         "endpoints": ("torch.linspace(0, 1, steps)[:, None]", "torch.linspace(0, 1, steps + 1)[:-1, None]"),
@@ -78,15 +107,49 @@ MISTAKES = {
         "random_code": ("mu_start, mu_end = encoder_mu(x_start), encoder_mu(x_end)",
                         "mu_start, mu_end = encoder_mu(x_start), encoder_mu(x_end)\n"
                         "        mu_start, mu_end = mu_start + torch.randn_like(mu_start), mu_end + torch.randn_like(mu_end)"),
+        # graph leak: the networks run with gradients on, and the images are detached afterwards
+        "detach_not_no_grad": ("    with torch.no_grad():\n"
+                               "        mu_start, mu_end = encoder_mu(x_start), encoder_mu(x_end)  # (1, latent_dim) each\n"
+                               "        weights = torch.linspace(0, 1, steps)[:, None]  # (steps, 1): 0, ..., 1\n"
+                               "        z = (1 - weights) * mu_start + weights * mu_end  # (steps, latent_dim)\n"
+                               "        return torch.sigmoid(decoder(z))  # (steps, 1, 28, 28)",
+                               "    mu_start, mu_end = encoder_mu(x_start), encoder_mu(x_end)  # (1, latent_dim) each\n"
+                               "    weights = torch.linspace(0, 1, steps)[:, None]  # (steps, 1): 0, ..., 1\n"
+                               "    z = (1 - weights) * mu_start + weights * mu_end  # (steps, latent_dim)\n"
+                               "    return torch.sigmoid(decoder(z)).detach()  # (steps, 1, 28, 28)"),
+        # more network calls than the text says: both endpoints encoded again for every step
+        "encodes_per_step": ("        mu_start, mu_end = encoder_mu(x_start), encoder_mu(x_end)  # (1, latent_dim) each\n"
+                             "        weights = torch.linspace(0, 1, steps)[:, None]  # (steps, 1): 0, ..., 1\n"
+                             "        z = (1 - weights) * mu_start + weights * mu_end  # (steps, latent_dim)\n",
+                             "        weights = torch.linspace(0, 1, steps)  # (steps,): 0, ..., 1\n"
+                             "        z = torch.cat([(1 - t) * encoder_mu(x_start) + t * encoder_mu(x_end) for t in weights])\n"),
+        # dtype leak: float64 weights, so float64 codes
+        "float64_weights": ("torch.linspace(0, 1, steps)", "torch.linspace(0, 1, steps, dtype=torch.float64)"),
+        # ignored argument: always 8 steps
+        "ignores_steps": ("torch.linspace(0, 1, steps)", "torch.linspace(0, 1, 8)"),
     },
 }
 
-# The autograded submissions with one mistake each, and the score each should get.
+# The mistakes that pass the visible test cell and its check: only the hidden tests see them.
+HIDDEN_ONLY = [
+    ("reparameterize", "ignores_dtype"),
+    ("reparameterize", "ignores_device"),
+    ("elbo_loss", "sigmoid_then_bce"),  # right wherever sigmoid does not round to exactly 0 or 1
+    ("sample_prior", "detach_not_no_grad"),
+    ("sample_prior", "one_at_a_time"),
+    ("interpolate", "detach_not_no_grad"),
+    ("interpolate", "encodes_per_step"),
+]
+
+# The autograded submissions with one mistake each, and the score each should get. The last two got
+# full marks from the hidden tests before they checked dtypes and how the decoder is called.
 BUGGY_SUBMISSIONS = {
     "buggy_std": ("reparameterize", "std"),
     "buggy_kl_mean": ("gaussian_kl", "kl_mean"),
     "buggy_batch_sum": ("elbo_loss", "batch_sum"),
     "buggy_endpoints": ("interpolate", "endpoints"),
+    "buggy_ignores_dtype": ("reparameterize", "ignores_dtype"),
+    "buggy_detach_not_no_grad": ("sample_prior", "detach_not_no_grad"),
 }
 BUGGY_SCORES = {
     student: {test: 0 if ANSWER_OF[test] == part else points for test, points in TEST_POINTS.items()}
@@ -109,6 +172,23 @@ def images() -> torch.Tensor:
     from coursekit.data import load_mnist
 
     return load_mnist("test", scale="unit", source="bundled").images
+
+
+@pytest.fixture(scope="module")
+def notebook_globals(images) -> dict:
+    """The globals that the visible test cells use besides the answers: the digits, the shipped VAE and
+    the notebook's `posterior_mean` (its own cell, run here as the notebook runs it)."""
+    from coursekit.checkpoint import load_checkpoint
+
+    namespace = {"torch": torch, "images": images, "vae": load_checkpoint("vae", device="cpu")}
+    (cell,) = [cell for cell in read(SOURCE).cells if cell.source.startswith("def posterior_mean(")]
+    grading.run_cell_part(cell.source, namespace, "<ps2 posterior_mean>")
+    return namespace
+
+
+def part_tests(part: str, tests: dict[str, str]) -> str:
+    (text,) = [text for grade_id, text in tests.items() if ANSWER_OF[grade_id] == part]
+    return text
 
 
 # --- the notebook's structure -------------------------------------------------------------------
@@ -185,12 +265,58 @@ def test_hidden_tests_catch_each_mistake(part, name, images):
     ("interpolate", "inner_points_only", "both endpoints belong to the path"),
     ("interpolate", "pixels", "not the pixels"),
     ("interpolate", "random_code", "both endpoints belong to the path"),
+    ("reparameterize", "shared_eps", "expected z = mu \\+ exp\\(logvar / 2\\) \\* eps"),
+    ("gaussian_kl", "batch_mean_broadcast", "expected 0.5 \\* sum"),
+    ("elbo_loss", "kl_over_batch", "with beta=1.0 expected"),
+    ("elbo_loss", "ignores_beta", "with beta=4.0 expected"),
+    ("interpolate", "ignores_steps", "with steps=5 expected 5 images"),
 ])
 def test_visible_checks_explain_mistakes(part, name, message):
     namespace = answers_namespace(bug(part, name))
     (check,) = [p.check for p in checks.PARTS if p.names == (part,)]
     with pytest.raises(AssertionError, match=message):
         check(namespace[part])
+
+
+@pytest.mark.parametrize(("part", "name"), HIDDEN_ONLY)
+def test_some_mistakes_pass_the_visible_checks(part, name, notebook_globals):
+    """These mistakes get past everything the student sees; only the hidden tests catch them."""
+    namespace = grading.answers_namespace(SOURCE, bug(part, name), dict(notebook_globals))
+    grading.run_cell_part(part_tests(part, grading.visible_tests(SOURCE)), namespace, f"<ps2 {part} visible>")
+    (check,) = [p.check for p in checks.PARTS if p.names == (part,)]
+    check(namespace[part])
+
+
+@pytest.mark.parametrize(("part", "name"), [(part, name) for part, bugs in MISTAKES.items() for name in bugs
+                                            if (part, name) not in HIDDEN_ONLY])
+def test_visible_test_cells_catch_the_other_mistakes(part, name, notebook_globals):
+    namespace = grading.answers_namespace(SOURCE, bug(part, name), dict(notebook_globals))
+    with pytest.raises(Exception):  # noqa: B017 (an assertion or a crash)
+        grading.run_cell_part(part_tests(part, grading.visible_tests(SOURCE)), namespace, f"<ps2 {part} visible>")
+
+
+@pytest.mark.parametrize(("part", "name", "message"), [
+    ("reparameterize", "ignores_dtype", "for torch.float64 mu and logvar, z differs from the reference draw"),
+    ("reparameterize", "ignores_device", "draw eps on mu's device, with device=mu.device"),
+    ("reparameterize", "shared_eps", "z differs from the reference draw"),
+    ("gaussian_kl", "batch_mean_broadcast", "an example's KL depends on the other examples in its batch"),
+    ("gaussian_kl", "float64", "for torch.float32 mu and logvar the KL should be torch.float32 too"),
+    ("elbo_loss", "kl_over_batch", "the loss of 5 examples should be the mean of their losses one at a time"),
+    ("elbo_loss", "float64", "for torch.float32 inputs the loss should be torch.float32 too"),
+    ("elbo_loss", "ignores_beta", "raising beta from 0 to 2 should add twice the mean KL"),
+    ("sample_prior", "detach_not_no_grad", "the decoder ran with gradients enabled"),
+    ("sample_prior", "one_at_a_time", "sample_prior should decode all 6 codes in one call"),
+    ("sample_prior", "float64_codes", "the codes should be float32"),
+    ("interpolate", "detach_not_no_grad", "encoder_mu or the decoder ran with gradients enabled"),
+    ("interpolate", "encodes_per_step", "interpolate should encode x_start and x_end once each"),
+    ("interpolate", "float64_weights", "the codes should be float32"),
+])
+def test_hidden_tests_explain_mistakes(part, name, message, images):
+    """The new hidden checks name the mistake in the grader's feedback."""
+    namespace = answers_namespace(bug(part, name))
+    namespace["images"] = images
+    with pytest.raises(AssertionError, match=message):
+        grading.run_cell_part(part_tests(part, grading.hidden_tests(SOURCE)), namespace, f"<ps2 {part} tests>")
 
 
 def test_self_check_table(capsys):
