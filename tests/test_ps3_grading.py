@@ -3,9 +3,12 @@
 The fast tests read ``solutions/ps3/ps3.ipynb`` (the nbgrader source), run its answers through the
 visible checks of ``coursekit.exercises.ps3``, and run the hidden tests of each part against the
 answer with plausible mistakes patched in: every mistake must cost that part its points, and in
-three parts one mistake gets past the visible checks so that only the hidden tests see it. The slow
-tests build a throwaway course directory, regenerate the student release there (it must equal the
-committed ``exercises/ps3/ps3.ipynb``) and autograde the solution, the untouched release, and five
+each part one mistake gets past the visible checks so that only the hidden tests see it. The table
+of mistakes includes the four kinds of nearly right answers that an independent review found hidden
+tests most likely to miss: batch mixing with every shape right, dtype leaks, graph leaks (or a
+network run more often than the text says), and ignored arguments. The slow tests build a throwaway
+course directory, regenerate the student release there (it must equal the committed
+``exercises/ps3/ps3.ipynb``) and autograde the solution, the untouched release, and seven
 submissions with mistakes. The notebook needs the bundled MNIST digits and no checkpoint; the test
 cells need neither.
 """
@@ -51,7 +54,7 @@ D_STEP_LINES = (
 )
 
 # Plausible mistakes, as (correct text, wrong text) in the answer cell with that grade_id. Every one
-# must fail the hidden tests of its part (fast test below); five submissions are also autograded.
+# must fail the hidden tests of its part (fast test below); seven submissions are also autograded.
 MISTAKES = {
     "discriminator_loss": {
         "swapped_labels": (D_LOSS_LINES,
@@ -67,6 +70,13 @@ MISTAKES = {
         "double_sigmoid": (D_LOSS_LINES,
                            "real_loss = F.binary_cross_entropy_with_logits(torch.sigmoid(real_logits), torch.ones_like(real_logits))\n"
                            "    fake_loss = F.binary_cross_entropy_with_logits(torch.sigmoid(fake_logits), torch.zeros_like(fake_logits))"),
+        # the four kinds of nearly right answers: a batch statistic, a dtype leak (right values, float64 for float32 logits)
+        "mean_logit": (D_LOSS_LINES,
+                       "real_loss = F.binary_cross_entropy_with_logits(real_logits.mean(), torch.ones_like(real_logits.mean()))\n"
+                       "    fake_loss = F.binary_cross_entropy_with_logits(fake_logits.mean(), torch.zeros_like(fake_logits.mean()))"),
+        "float64": (D_LOSS_LINES,
+                    "real_loss = F.binary_cross_entropy_with_logits(real_logits.double(), torch.ones_like(real_logits.double()))\n"
+                    "    fake_loss = F.binary_cross_entropy_with_logits(fake_logits.double(), torch.zeros_like(fake_logits.double()))"),
     },
     "generator_loss": {
         "minimax": ("return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))",
@@ -76,6 +86,10 @@ MISTAKES = {
         # right for moderate logits; sigmoid(-200) rounds to 0 and its log is -inf
         "unstable": ("return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))",
                      "return -torch.log(torch.sigmoid(fake_logits)).mean()"),
+        "mean_logit": ("F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))",
+                       "F.binary_cross_entropy_with_logits(fake_logits.mean(), torch.ones_like(fake_logits.mean()))"),
+        "float64": ("F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))",
+                    "F.binary_cross_entropy_with_logits(fake_logits.double(), torch.ones_like(fake_logits.double()))"),
     },
     "train_step": {
         # without detach, D's backward frees G's graph; retain_graph=True makes the error go away, not the mistake
@@ -89,6 +103,13 @@ MISTAKES = {
         "returns_tensors": ("return d_loss.item(), g_loss.item()", "return d_loss, g_loss"),
         "concatenated": ("real_logits = discriminator(real)  # (B,)\n    fake_logits = discriminator(fake.detach())  # (B,)",
                          "real_logits, fake_logits = discriminator(torch.cat([real, fake.detach()])).chunk(2)"),
+        # the same losses and weights, but G runs twice: its batch norm's running statistics move twice per step
+        "generator_twice": ("g_loss = package_generator_loss(discriminator(fake))",
+                            "g_loss = package_generator_loss(discriminator(generator(z)))"),
+        "own_optimizer_d": ("    optimizer_d.zero_grad()\n",
+                            "    optimizer_d = torch.optim.Adam(discriminator.parameters(), lr=2e-4, betas=(0.5, 0.999))\n"
+                            "    optimizer_d.zero_grad()\n"),
+        "fresh_z": ("fake = generator(z)", "fake = generator(torch.randn_like(z))"),
     },
     "gradient_penalty": {
         # the same as the answer for a linear critic, whose gradient is the same everywhere
@@ -98,12 +119,19 @@ MISTAKES = {
         "no_create_graph": (", create_graph=True", ""),
         "no_requires_grad": (".detach().requires_grad_(True)", ""),
         "sum": ("return ((norms - 1) ** 2).mean()", "return ((norms - 1) ** 2).sum()"),
+        # the same as the answer wherever the fakes carry no graph: then the penalty backpropagates into the generator
+        "no_detach": (".detach().requires_grad_(True)", ".requires_grad_(True)"),
+        "mean_norm_first": ("return ((norms - 1) ** 2).mean()", "return (norms.mean() - 1) ** 2"),
+        "one_epsilon": ("x_hat = (epsilon * real + (1 - epsilon) * fake)", "x_hat = (epsilon[0] * real + (1 - epsilon[0]) * fake)"),
+        "float64_norms": ("norms = gradients.flatten(1).norm(2, dim=1)", "norms = gradients.flatten(1).double().norm(2, dim=1)"),
+        "own_epsilon": ("    x_hat = (epsilon * real", "    epsilon = torch.rand(real.shape[0], 1, 1, 1)\n    x_hat = (epsilon * real"),
     },
 }
 # The mistakes that pass the visible test cell and are caught only by the hidden tests.
 HIDDEN_ONLY = {
     "discriminator_loss": "unstable",
     "generator_loss": "unstable",
+    "train_step": "generator_twice",
     "gradient_penalty": "real_points",
 }
 
@@ -114,6 +142,9 @@ BUGGY_SUBMISSIONS = {
     "buggy_no_detach": {"train_step": "no_detach"},
     "buggy_penalty_on_real": {"gradient_penalty": "real_points"},
     "buggy_two_parts": {"discriminator_loss": "unstable", "train_step": "no_zero_grad_g"},
+    # two that the hidden tests before the four kinds of checks gave full marks
+    "buggy_generator_twice": {"train_step": "generator_twice"},
+    "buggy_penalty_keeps_graph": {"gradient_penalty": "no_detach"},
 }
 BUGGY_SCORES = grading.buggy_scores(BUGGY_SUBMISSIONS, TEST_POINTS, ANSWER_OF)
 WRITTEN_ANSWER = "d/dl log(1 - sigmoid(l)) = -sigmoid(l) = -0.001 vanishes where D rejects the fakes; same fixed point."
@@ -143,7 +174,10 @@ def test_source_notebook_structure():
     text = "\n".join(cell.source for cell in notebook.cells if cell.cell_type == "markdown")
     for promise in ("the **sum** of the two means", "finite and correct for logits of $\\pm 100$", "label **real (1)**",
                     "**two separate calls**", "`fake.detach()`", "right before each `backward()`",
-                    "`(B, 1, 1, 1)`", "one **norm** per image", "`create_graph=True`"):
+                    "`(B, 1, 1, 1)`", "one **norm** per image", "`create_graph=True`",
+                    "in the dtype of the tensors it is given", "with **one** call of the generator",
+                    "Use the two optimizers passed in", "each step steps only its own, once",
+                    "the penalty trains the critic only"):
         assert promise in text, f"the notebook no longer says {promise!r}"
     # no cell imports a package function under a name the student defines (self_check reads globals())
     for cell in notebook.cells:
@@ -194,7 +228,7 @@ def test_hidden_tests_catch_each_mistake(part, name):
 
 @pytest.mark.parametrize(("part", "name"), list(HIDDEN_ONLY.items()))
 def test_some_mistakes_pass_the_visible_checks(part, name):
-    """As in ps4: in these parts one mistake gets past everything the student sees."""
+    """As in ps4: in each part one mistake gets past everything the student sees."""
     namespace = answers_namespace({part: name})
     (visible,) = [text for grade_id, text in grading.visible_tests(SOURCE).items() if ANSWER_OF[grade_id] == part]
     run_cell_part(visible, namespace, f"<ps3 {part} visible>")
@@ -274,6 +308,26 @@ def test_backward_passes_counts_what_reaches_a_module():
         gan.discriminator(fake).sum().backward()
     assert passes.count == 2
     assert all(not p._backward_hooks for p in gan.generator.parameters()), "the hooks are removed on exit"
+
+
+def test_call_counts_counts_forward_calls_and_optimizer_steps():
+    gan = checks.tiny_gan(seed=7)
+    optimizer_g, optimizer_d = (torch.optim.SGD(gan.generator.parameters(), lr=0.1),
+                                torch.optim.SGD(gan.discriminator.parameters(), lr=0.1))
+    z = torch.randn(3, checks.TINY.latent_dim)
+    with checks.CallCounts(generator=gan.generator, discriminator=gan.discriminator, optimizer_d=optimizer_d,
+                           optimizer_g=optimizer_g) as calls:
+        fake = gan.generator(z)
+        gan.discriminator(fake).sum().backward()
+        gan.discriminator(fake.detach())
+        optimizer_d.step()
+    assert (calls["generator"], calls["discriminator"], calls["optimizer_d"], calls["optimizer_g"]) == (1, 2, 1, 0)
+    gan.generator(z)
+    optimizer_d.step()
+    assert calls["generator"] == 1 and calls["optimizer_d"] == 1, "nothing is counted after the block"
+    assert not gan.generator._forward_hooks and not optimizer_d._optimizer_step_post_hooks, "the hooks are removed on exit"
+    with pytest.raises(TypeError, match="a module or an optimizer"):
+        checks.CallCounts(real=torch.zeros(1))
 
 
 def test_self_check_table(capsys):

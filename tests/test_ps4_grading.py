@@ -3,10 +3,12 @@
 The fast tests read ``solutions/ps4/ps4.ipynb`` (the nbgrader source), run its answers through the
 visible checks of ``coursekit.exercises.ps4``, and run the hidden tests of each part against the
 answer with plausible mistakes patched in: every mistake must cost that part its points, and one
-mistake per part gets past the visible checks so that only the hidden tests see it. The slow tests
-build a throwaway course directory, regenerate the student release there (it must equal the
-committed ``exercises/ps4/ps4.ipynb``) and autograde the solution, the untouched release, and seven
-submissions with mistakes. The notebook's last demo needs the shipped checkpoint ``ddpm``; the
+mistake per part gets past the visible checks so that only the hidden tests see it. The table of
+mistakes includes the four kinds of nearly right answers that an independent review found hidden
+tests most likely to miss: batch mixing with every shape right, dtype leaks, a network run more
+often than the text says, and ignored arguments. The slow tests build a throwaway course directory,
+regenerate the student release there (it must equal the committed ``exercises/ps4/ps4.ipynb``) and
+autograde the solution, the untouched release, and nine submissions with mistakes. The notebook's last demo needs the shipped checkpoint ``ddpm``; the
 test cells need no checkpoint and no data.
 """
 
@@ -37,7 +39,7 @@ WRITTEN_POINTS = {"answer_ddim": 3}
 ANSWER_OF = {test: test.removeprefix("test_") for test in TEST_POINTS}  # test cell -> answer cell
 
 # Plausible mistakes, as (correct text, wrong text) in the answer cell with that grade_id. Every one
-# must fail the hidden tests of its part (fast test below); seven submissions are also autograded.
+# must fail the hidden tests of its part (fast test below); nine submissions are also autograded.
 MISTAKES = {
     "linear_schedule": {
         "cumsum": ("torch.cumprod(alphas, dim=0)", "torch.cumsum(alphas, dim=0)"),
@@ -46,6 +48,10 @@ MISTAKES = {
         "endpoint": ("torch.linspace(beta_start, beta_end, num_timesteps, dtype=torch.float64)",
                      "torch.linspace(beta_start, beta_end, num_timesteps + 1, dtype=torch.float64)[:-1]"),
         "float64_returned": ("return betas.float(), alphas.float(), alpha_bars.float()", "return betas, alphas, alpha_bars"),
+        # float32 throughout: alpha_bars[999] is off by 4e-7 (relative), within every tolerance but the hidden float64 one
+        "float32_compute": ("torch.linspace(beta_start, beta_end, num_timesteps, dtype=torch.float64)",
+                            "torch.linspace(beta_start, beta_end, num_timesteps)"),
+        "default_beta_end": ("torch.linspace(beta_start, beta_end,", "torch.linspace(beta_start, 0.02,"),
     },
     "q_sample": {
         "no_sqrt": ("return alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * noise",
@@ -55,6 +61,10 @@ MISTAKES = {
         "not_per_example": (".reshape(-1, *([1] * (x0.dim() - 1)))", ""),
         "first_t_only": ("alpha_bars[t]", "alpha_bars[t[0]]"),
         "four_d_only": (".reshape(-1, *([1] * (x0.dim() - 1)))", "[:, None, None, None]"),
+        # the four kinds of nearly right answers: batch mixing, dtype leak, an argument ignored
+        "repeat_mixes": (".reshape(-1, *([1] * (x0.dim() - 1)))", ".repeat(x0[0].numel()).reshape(x0.shape)"),
+        "schedule_dtype_leaks": (".to(x0.dtype)", ""),  # a float64 schedule makes x_t float64
+        "own_schedule": ("alpha_bars[t]", "linear_schedule(1000)[2][t]"),  # part (a)'s schedule, not the one passed in
     },
     "noise_prediction_loss": {
         "x0_target": ("F.mse_loss(eps_hat, noise)", "F.mse_loss(eps_hat, x0)"),
@@ -63,6 +73,12 @@ MISTAKES = {
         "no_grad": ("eps_hat = model(x_t, t)", "with torch.no_grad():\n        eps_hat = model(x_t, t)"),
         "no_sqrt": ("x_t = alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * noise",
                     "x_t = alpha_bar * x0 + (1 - alpha_bar) * noise"),
+        "one_t_for_batch": ("alpha_bars[t].to(x0.dtype).reshape(-1, *([1] * (x0.dim() - 1)))", "alpha_bars[t[0]].to(x0.dtype)"),
+        "schedule_dtype_leaks": (".to(x0.dtype)", ""),
+        # the same loss, but the network runs twice
+        "model_twice": ("return F.mse_loss(eps_hat, noise)", "return F.mse_loss(model(x_t, t), noise)"),
+        # right for the 1000-step linear schedule, the only one the visible checks use
+        "own_schedule": ("alpha_bars[t]", "linear_schedule(1000)[2][t]"),
     },
     "ddpm_step": {
         "fixed_large": ("variance = (1 - alpha_bar_prev) / (1 - alpha_bar_t) * betas[t]", "variance = betas[t]"),
@@ -71,6 +87,10 @@ MISTAKES = {
         "t_off_by_one": ("alpha_bar_t = alpha_bars[t]", "alpha_bar_t = alpha_bars[t - 1]"),
         "mean_no_sqrt": ("/ alphas[t].sqrt()", "/ alphas[t]"),
         "variance_as_std": ("variance.sqrt() * z", "variance * z"),
+        "shared_noise": ("variance.sqrt() * z", "variance.sqrt() * torch.randn(x_t.shape[1:])"),  # one noise image for the batch
+        "float64_result": ("mean = (x_t - betas[t]", "mean = (x_t.double() - betas[t]"),
+        "own_schedule": ("    alpha_bar_t = alpha_bars[t]\n",
+                         "    betas, alphas, alpha_bars = linear_schedule(1000)\n    alpha_bar_t = alpha_bars[t]\n"),
     },
     "ddim_step": {
         "sigma_without_eta": ("sigma = eta * (", "sigma = ("),
@@ -80,6 +100,11 @@ MISTAKES = {
         "direction_ignores_sigma": ("(1 - alpha_bar_prev - sigma**2).sqrt()", "(1 - alpha_bar_prev).sqrt()"),
         "final_alpha_bar_wraps": ("alpha_bars[t_prev] if t_prev >= 0 else torch.ones_like(alpha_bar_t)", "alpha_bars[t_prev]"),
         "x0_coefficient_no_sqrt": ("alpha_bar_prev.sqrt() * x0_hat", "alpha_bar_prev * x0_hat"),
+        "shared_noise": ("sigma * z", "sigma * torch.randn(x_t.shape[1:])"),
+        "float64_result": ("x0_hat = (x_t - ", "x0_hat = (x_t.double() - "),
+        # right for the 1000-step linear schedule, the only one the visible checks and the other hidden tests use
+        "own_schedule": ("    alpha_bar_t = alpha_bars[t]\n", "    alpha_bars = linear_schedule(1000)[2]\n    alpha_bar_t = alpha_bars[t]\n"),
+        "t_minus_one": ("alpha_bars[t_prev] if", "alpha_bars[t - 1] if"),
     },
 }
 # The one mistake per part that passes the visible test cell and is caught only by the hidden tests.
@@ -100,6 +125,9 @@ BUGGY_SUBMISSIONS = {
     "buggy_last_step_noise": {"ddpm_step": "noise_at_last_step"},
     "buggy_eta_on_variance": {"ddim_step": "eta_on_variance"},
     "buggy_two_parts": {"linear_schedule": "endpoint", "ddpm_step": "prev_off_by_one"},
+    # two that the hidden tests before the four kinds of checks gave full marks
+    "buggy_float32_schedule": {"linear_schedule": "float32_compute"},
+    "buggy_ddim_own_schedule": {"ddim_step": "own_schedule"},
 }
 BUGGY_SCORES = grading.buggy_scores(BUGGY_SUBMISSIONS, TEST_POINTS, ANSWER_OF)
 WRITTEN_ANSWER = "DDIM's processes share DDPM's marginals q(x_t | x_0), so the same network serves; eta = 1 is DDPM."
@@ -128,7 +156,9 @@ def test_source_notebook_structure():
     # the conventions the tests rely on are stated to the students
     text = "\n".join(cell.source for cell in notebook.cells if cell.cell_type == "markdown")
     for promise in ("indexed `0 .. T-1`", "do **not** clip", "**This set uses $\\tilde\\beta_t$**",
-                    "both endpoints included", "`t_prev = -1`", "standard deviation"):
+                    "both endpoints included", "`t_prev = -1`", "standard deviation",
+                    "the batch it is given (`x0` or `x_t`)", "Convert it with `.to(x0.dtype)`",
+                    "the network is called **once**"):
         assert promise in text, f"the notebook no longer says {promise!r}"
 
 
@@ -163,7 +193,7 @@ def test_hidden_tests_pass_for_reference_answers():
 @pytest.mark.parametrize(("part", "name"), [(part, name) for part, mistakes in MISTAKES.items() for name in mistakes])
 def test_hidden_tests_catch_each_mistake(part, name):
     """Every mistake fails the hidden tests of its part. (They call only that part's answer, so the
-    other parts keep their points: the autograde test below shows it for seven of these.)"""
+    other parts keep their points: the autograde test below shows it for nine of these.)"""
     namespace = answers_namespace({part: name})
     (hidden,) = [hidden for grade_id, hidden in grading.hidden_tests(SOURCE).items() if ANSWER_OF[grade_id] == part]
     with pytest.raises(Exception):  # noqa: B017 (an assertion or a crash: either costs the points)
@@ -227,6 +257,24 @@ def test_exact_noise_predictor():
     assert torch.allclose(exact.posterior_mean(torch.tensor([[2.9, 3.1]]), torch.tensor([10])), data[1:].double(), atol=1e-6)
     # at t = T - 1 the posterior is nearly the prior: the mean of the two points
     assert exact.posterior_mean(torch.zeros(1, 2), torch.tensor([999])).abs().max() < 1e-6
+
+
+def test_recording_model_records_each_call_and_keeps_gradients():
+    import torch
+
+    inner = checks.ToyNoisePredictor(seed=1)
+    model = checks.RecordingModel(inner)
+    x_t, t = torch.randn(3, 2), torch.tensor([1, 500, 999])
+    output = model(x_t, t)
+    assert torch.equal(output, inner(x_t, t)) and len(model.calls) == 1
+    seen_x_t, seen_t = model.calls[0]
+    assert torch.equal(seen_x_t, x_t) and torch.equal(seen_t, t) and not seen_x_t.requires_grad
+    output.sum().backward()
+    assert inner.weight.grad is not None, "gradients reach the wrapped network"
+    x_t.add_(1.0)
+    assert not torch.equal(seen_x_t, x_t), "the record is a copy"
+    model(x_t, t)
+    assert len(model.calls) == 2
 
 
 def test_self_check_table(capsys):

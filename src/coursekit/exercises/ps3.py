@@ -153,6 +153,41 @@ class BackwardPasses:
         return max(self.counts, default=0)
 
 
+class CallCounts:
+    """Counts, while active, the forward calls of modules and the ``step()`` calls of optimizers, by name.
+
+    ``with CallCounts(generator=gan.generator, optimizer_d=optimizer_d) as calls: ...`` then
+    ``calls["generator"]``: one train step runs the generator once, the discriminator three times
+    (real, ``fake.detach()``, and ``fake`` again for G's step), and steps each optimizer once."""
+
+    def __init__(self, **counted: nn.Module | torch.optim.Optimizer):
+        for name, thing in counted.items():
+            if not isinstance(thing, (nn.Module, torch.optim.Optimizer)):
+                raise TypeError(f"{name}: expected a module or an optimizer, got {type(thing).__name__}")
+        self.counted = counted
+        self.counts = dict.fromkeys(counted, 0)
+        self.handles = []
+
+    def _hook(self, name: str):
+        def count(*args) -> None:
+            self.counts[name] += 1
+        return count
+
+    def __enter__(self) -> "CallCounts":
+        self.counts = dict.fromkeys(self.counted, 0)
+        self.handles = [thing.register_forward_hook(self._hook(name)) if isinstance(thing, nn.Module)
+                        else thing.register_step_post_hook(self._hook(name)) for name, thing in self.counted.items()]
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.handles = []
+
+    def __getitem__(self, name: str) -> int:
+        return self.counts[name]
+
+
 def _snapshot(module: nn.Module) -> list[torch.Tensor]:
     return [p.detach().clone() for p in module.parameters()]
 

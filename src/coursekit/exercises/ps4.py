@@ -135,6 +135,23 @@ class ToyNoisePredictor(nn.Module):
         return self.weight * x_t + self.bias * _per_example(t.to(x_t.dtype), x_t) / 1000
 
 
+class RecordingModel(nn.Module):
+    """Wraps a noise predictor and records a copy of the ``(x_t, t)`` of every call in ``calls``.
+
+    The output, and its gradients, are those of ``model``: a loss computed through the wrapper
+    trains the wrapped network. The tests use it to see how often, and on what, a loss runs the network.
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.calls: list[tuple[torch.Tensor, Any]] = []
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        self.calls.append((x_t.detach().clone(), t.detach().clone() if isinstance(t, torch.Tensor) else t))
+        return self.model(x_t, t)
+
+
 class ExactNoisePredictor(nn.Module):
     """The best possible noise predictor for a training set of finitely many points ``data``.
 
