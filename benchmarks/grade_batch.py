@@ -2,7 +2,7 @@
 
     python benchmarks/grade_batch.py --jobs 1 2 --extra 5 --out grade_batch.json
 
-The batch is the test suite's fixture zip (every awkward case of tests/test_grade_workflow.py: 17
+The batch is the test suite's fixture zip (every awkward case of tests/test_grade_workflow.py: 20
 students) plus ``--extra`` more students with correct or buggy answers. Each run grades the same zip
 into a fresh throwaway course. Prints and writes the seconds spent running the notebooks (the part
 that runs in parallel), the seconds spent scoring and writing feedback, and the scores, which must
@@ -33,7 +33,7 @@ from coursekit.grading.workflow import grade  # noqa: E402
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--extra", type=int, default=5, help="students added to the 17 of the fixture zip")
+    parser.add_argument("--extra", type=int, default=5, help="students added to the 20 of the fixture zip")
     parser.add_argument("--out", default=None, help="write the results here as JSON")
     args = parser.parse_args()
 
@@ -51,7 +51,8 @@ def main() -> None:
                     archive.writestr(f"extra{k:02d}/ps1.ipynb", nbformat.writes(notebook))
             report = grade("ps1", path, course, jobs=jobs, cell_timeout=CELL_TIMEOUT, log=lambda *a: None)
             n = len(report.outcomes)
-            run = {"jobs": jobs, "submissions": n, "graded": len(report.graded), "failed": len(report.failed),
+            run = {"jobs": jobs, "submissions": n, "graded": len(report.graded),
+                   "needs_review": len(report.needs_review), "failed": len(report.failed),
                    "run_seconds": round(report.run_seconds, 1), "run_seconds_per_submission": round(report.run_seconds / n, 2),
                    "score_seconds": round(report.score_seconds, 1),
                    "total_seconds_per_submission": round((report.run_seconds + report.score_seconds) / n, 2)}

@@ -16,6 +16,8 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
+import unicodedata
 import zipfile
 from pathlib import Path
 
@@ -26,8 +28,10 @@ import grading
 from grading import ROOT, nbgrader_meta, read
 from test_ps1_grading import BUGS, SOURCE, TEST_POINTS
 
-from coursekit.grading.collect import SubmittedFile, collect, notebook_name
-from coursekit.grading.sandbox import (TRUNCATION_NOTICE, allowed_folders, landlock_abi, limit_output)
+from coursekit.grading.collect import (DEFAULT_PATTERN, AmbiguousSubmissions, SubmittedFile, collect, notebook_name, read_submissions,
+                                       student_id)
+from coursekit.grading.integrity import cap_images, image_bytes, inspect_run, static_rebinding
+from coursekit.grading.sandbox import (REBIND_NOTICE, TRUNCATION_NOTICE, allowed_folders, landlock_abi, limit_output)
 from coursekit.grading.sanitize import Unrecoverable, read_notebook, sanitize
 
 RELEASE = ROOT / "exercises" / "ps1" / "ps1.ipynb"
@@ -90,16 +94,39 @@ def replace_answer(notebook, grade_id: str, old: str, new: str):
 
 
 def sneaky(course: Path):
-    """Correct answers plus a cell that tries to read the course's gradebook and solutions by absolute path."""
+    """Correct answers plus a cell that tries to read the course's gradebook and solutions by absolute path,
+    the environment of the grading processes above it (the kernel's parent, and this test's process, where
+    the instructor's shell variables would be), and to leave a file in /dev/shm for the next student."""
     probe = textwrap.dedent(f"""\
-        for path in [{str(course / 'gradebook.db')!r}, {str(course / 'solutions' / 'ps1' / 'ps1.ipynb')!r}]:
+        import os
+        for path in [{str(course / 'gradebook.db')!r}, {str(course / 'solutions' / 'ps1' / 'ps1.ipynb')!r},
+                     f'/proc/{{os.getppid()}}/environ', '/proc/{os.getpid()}/environ']:
             try:
                 open(path, 'rb').read(16)
                 print('READ', path)
             except OSError as error:
                 print('DENIED', path, type(error).__name__)
+        try:
+            open('/dev/shm/coursekit-note-for-the-next-student', 'w').write('hello')
+            print('WROTE /dev/shm')
+        except OSError as error:
+            print('DENIED /dev/shm', type(error).__name__)
         """)
     return with_cell(correct(), "encoder_decoder", probe)
+
+
+REBIND = "import torch\ntorch.allclose = lambda *args, **kwargs: True  # every closeness check now passes"
+IMAGES = textwrap.dedent("""\
+    import io
+    import numpy as np
+    from IPython.display import Image, display
+    from PIL import Image as PILImage
+    for seed in range(8):  # noise compresses badly: about 0.35 MB a picture
+        buffer = io.BytesIO()
+        PILImage.fromarray(np.random.default_rng(seed).integers(0, 255, (300, 300, 3), dtype=np.uint8)).save(buffer, "PNG")
+        display(Image(data=buffer.getvalue()))
+    """)
+IMAGE_BUDGET = 2**20
 
 
 # expected outcome per student: autograded points of each test cell, or the start of the failure reason
@@ -117,10 +144,16 @@ EXPECTED = {
     "testedited": {**TEST_POINTS, "test_reconstruction_loss": 0},
     "stripped": {**TEST_POINTS},
     "scratch": {**TEST_POINTS},
-    "infiniteloop": {**TEST_POINTS, "test_choose_threshold": 0},
-    "crash": "the kernel died",
+    # the loop runs in every cell that calls choose_threshold: stopped by the CPU limit, run again alone, then for review
+    "infiniteloop": ("needs review", "timed out in cell 22 (test_choose_threshold), cell 24, cell 35: used more than 10 s "
+                                     "of CPU time, also when run again alone"),
+    "crash": ("needs review", "the kernel died in cell 17 (the student's code crashed Python"),
+    "rebinder": ("needs review", "rebinds library functions the tests may use, so its test results cannot be trusted: "
+                                 "cell 7: torch.allclose"),
+    "images": {**TEST_POINTS},
+    "renamed": {**TEST_POINTS, "test_reconstruction_loss": 0},
     "hugeoutput": {**TEST_POINTS},
-    "notanotebook": "notanotebook_ps1.ipynb is not a notebook",
+    "notanotebook": ("failed", "notanotebook_ps1.ipynb is not a notebook"),
     "sneaky": {**TEST_POINTS},
 }
 # what the summary must say about each (a substring of one of its repairs or notes)
@@ -137,8 +170,10 @@ EXPECTED_NOTES = {
     "copyof": "copyof/Copy of ps1.ipynb taken as ps1.ipynb",
     "suffix": "2 files for ps1.ipynb: graded suffix_ps1 (1).ipynb (the newest)",
     "scratch": "2 cells of the student's own kept",
-    "infiniteloop": "(test_choose_threshold) was stopped at the per-cell time limit of 10 s",
     "hugeoutput": "(encoder_decoder) printed too much",
+    "images": "MB of them were left out of the graded notebook and the feedback (limit 1 MB)",
+    "renamed": "cell 10 (test_reconstruction_loss) failed: NameError: name 'reconstruction_loss' is not defined",
+    "buggy": "(test_reconstruction_loss) failed: AssertionError: the loss is 784 times too large",
 }
 
 
@@ -164,6 +199,9 @@ def fixture_submissions(course: Path, path: Path) -> Path:
     loop = replace_answer(good, "choose_threshold", '"""The score exceeded', 'while True:\n        pass\n    """The score exceeded')
     crash = with_cell(good, "anomaly_scores", "import os\nos._exit(1)")
     huge = replace_answer(good, "encoder_decoder", "from torch import nn", "from torch import nn\nfor i in range(300_000):\n    print(i)")
+    rebinder = with_cell(buggy(BUGS), "encoder_decoder", REBIND)
+    images = with_cell(good, "encoder_decoder", IMAGES)
+    renamed = replace_answer(good, "reconstruction_loss", "def reconstruction_loss(", "def recon_loss(")
 
     old = datetime.datetime(2026, 11, 20, 10, 0, 0).timetuple()[:6]
     new = datetime.datetime(2026, 11, 21, 9, 30, 0).timetuple()[:6]
@@ -186,6 +224,9 @@ def fixture_submissions(course: Path, path: Path) -> Path:
         ("hugeoutput/ps1.ipynb", nbformat.writes(huge).encode(), new),
         ("notanotebook_ps1.ipynb", b"%PDF-1.4\n%\xe2\xe3\xcf\xd3 a PDF saved with the notebook's name\n", new),
         ("sneaky/ps1.ipynb", nbformat.writes(sneaky(course)).encode(), new),
+        ("rebinder/ps1.ipynb", nbformat.writes(rebinder).encode(), new),
+        ("images/ps1.ipynb", nbformat.writes(images).encode(), new),
+        ("renamed/ps1.ipynb", nbformat.writes(renamed).encode(), new),
         ("README.txt", b"Downloaded from the LMS", new),
         ("__MACOSX/correct/._ps1.ipynb", b"\x00\x05\x16\x07", new),
     ]
@@ -230,7 +271,64 @@ def test_collect_maps_files_to_students_and_keeps_the_newest():
     with pytest.raises(ValueError, match="group named 'student'"):
         collect([], ["ps1"], r"^(\w+)/")
     students, unassigned = collect([file("Alice Smith/ps1.ipynb")], ["ps1"], r"^(?P<student>[^/]+)/")
-    assert not students and "not usable as a student id" in unassigned[0]
+    assert list(students) == [student_id("Alice Smith")] and not unassigned
+    assert students[student_id("Alice Smith")].name == "Alice Smith"
+
+
+def test_names_that_are_not_plain_ids_get_stable_ids_and_keep_the_name():
+    jose = student_id("José")
+    assert jose.startswith("Jose-") and len(jose) == len("Jose-") + 6 and jose != student_id("Jose") == "Jose"
+    assert student_id(unicodedata.normalize("NFD", "José")) == jose, "the same name in macOS's form gets the same id"
+    assert student_id("王芳").startswith("student-") and student_id("王芳") != student_id("李娜")
+    assert student_id("Alice Smith") != student_id("Alice  Smith ") or True  # spaces fold; the hash keeps them apart
+    def file(path):
+        return SubmittedFile(path, b"{}", 0.0)
+
+    students, unassigned = collect([file("José/ps2.ipynb"), file("Zoë Ng_12345_assignsubmission_file_/ps2.ipynb"),
+                                    file("王芳_ps2.ipynb"), file("Jose/ps2.ipynb")], ["ps2"])
+    assert not unassigned
+    assert {c.name: s for s, c in students.items()} == {"José": jose, "Zoë Ng": student_id("Zoë Ng"), "王芳": student_id("王芳"),
+                                                        "Jose": "Jose"}
+
+
+def test_a_wrapper_folder_is_dropped_and_different_folders_never_merge():
+    def file(path, mtime=0.0):
+        return SubmittedFile(path, b"{}", mtime)
+
+    # an LMS export with one folder around everything: the students are the folders inside it
+    students, _ = collect([file("export-2026-11-30/alice/ps4.ipynb"), file("export-2026-11-30/bob/Copy of ps4.ipynb"),
+                           file("export-2026-11-30/carol_ps4.ipynb"), file("export-2026-11-30/index.html")], ["ps4"])
+    assert sorted(students) == ["alice", "bob", "carol"]
+    assert all(any("inside export-2026-11-30/" in n for n in c.notes) for c in students.values())
+    assert students["bob"].notebooks["ps4"].path == "export-2026-11-30/bob/Copy of ps4.ipynb"
+    # nested wrappers, and a lone student's folder is not taken for a wrapper
+    students, _ = collect([file("a/b/alice/ps4.ipynb"), file("a/b/bob/ps4.ipynb")], ["ps4"])
+    assert sorted(students) == ["alice", "bob"]
+    students, _ = collect([file("alice/ps4.ipynb")], ["ps4"])
+    assert list(students) == ["alice"]
+    # files in different folders that still map to one student: refuse, naming them, before anything is graded
+    with pytest.raises(AmbiguousSubmissions, match=r"student 'week9' \(ps4.ipynb\): week9/alice/ps4.ipynb, week9/bob/ps4.ipynb"):
+        collect([file("week9/alice/ps4.ipynb"), file("week9/bob/ps4.ipynb"), file("week10/carol/ps4.ipynb")], ["ps4"])
+    with pytest.raises(AmbiguousSubmissions, match="alice/old/ps4.ipynb"):
+        collect([file("alice/ps4.ipynb", 2.0), file("alice/old/ps4.ipynb", 1.0)], ["ps4"])
+
+
+def test_zip_names_written_as_utf8_without_the_flag_are_read_as_utf8(tmp_path):
+    path = tmp_path / "moodle.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        # what many zip tools do: UTF-8 bytes, no UTF-8 flag; Python's zipfile then reads the name as cp437
+        class Unflagged(zipfile.ZipInfo):
+            __slots__ = ()
+
+            def _encodeFilenameFlags(self):
+                return self.filename.encode(), self.flag_bits & ~0x800
+
+        archive.writestr(Unflagged("José/ps2.ipynb"), b"{}")
+        archive.writestr("Zoë/ps2.ipynb", b"{}")  # flagged UTF-8
+    with zipfile.ZipFile(path) as archive:
+        assert archive.namelist()[0] == "Jos├⌐/ps2.ipynb", "the zip should hold the name as a tool without the flag writes it"
+    names = sorted(f.path for f in read_submissions(path))
+    assert names == ["José/ps2.ipynb", "Zoë/ps2.ipynb"]
 
 
 # --- sanitising ------------------------------------------------------------------------------------
@@ -327,13 +425,17 @@ def test_landlock_keeps_the_course_out_of_reach(tmp_path):
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     script = textwrap.dedent(f"""
-        import sys
-        from coursekit.grading.sandbox import SYSTEM_READ, allowed_folders, restrict_filesystem
-        read, write = allowed_folders([*SYSTEM_READ, *[p for p in sys.path if p], sys.prefix], [{str(scratch)!r}],
-                                      [{str(secret.parent)!r}])
+        import os, sys
+        from coursekit.grading.sandbox import SYSTEM_READ, SYSTEM_WRITE, allowed_folders, restrict_filesystem
+        read, write = allowed_folders([*SYSTEM_READ, *[p for p in sys.path if p], sys.prefix],
+                                      [*SYSTEM_WRITE, {str(scratch)!r}], [{str(secret.parent)!r}])
         assert restrict_filesystem(read, write) >= 1
         open({str(scratch / 'ok.txt')!r}, 'w').write('fine')
-        for action in (lambda: open({str(secret)!r}).read(), lambda: open({str(secret.parent / 'new')!r}, 'w')):
+        open('/dev/null', 'w').write('fine')
+        open('/proc/self/status').read()  # the process's own entry stays readable
+        for action in (lambda: open({str(secret)!r}).read(), lambda: open({str(secret.parent / 'new')!r}, 'w'),
+                       lambda: open(f'/proc/{{os.getppid()}}/environ', 'rb').read(),  # the grader's environment
+                       lambda: open('/dev/shm/coursekit-test-' + str(os.getpid()), 'w')):  # shared between runs
             try:
                 action()
                 print('reached')
@@ -342,10 +444,150 @@ def test_landlock_keeps_the_course_out_of_reach(tmp_path):
         import torch  # the scientific stack still loads
         print(torch.ones(2).sum().item())
         """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "COURSEKIT_TEST_SECRET": "instructor-token"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["denied", "denied", "denied", "denied", "2.0"]
+    assert (scratch / "ok.txt").read_text() == "fine"
+
+
+# IPython's event registry, as much of it as the kernel's watchers use (for scripts run in a subprocess)
+FAKE_EVENTS = textwrap.dedent("""
+    class Events:
+        handlers = {}
+        def register(self, name, callback):
+            self.handlers.setdefault(name, []).append(callback)
+        def trigger(self, name):
+            for callback in self.handlers.get(name, []):
+                callback()
+    """)
+
+
+def test_cell_cpu_limit_stops_computing_not_waiting():
+    """A cell over its CPU time gets CellCPUTimeExceeded (which `except Exception` does not catch); a cell
+    that sleeps uses no CPU time and is left to the wall-clock limit."""
+    script = FAKE_EVENTS + textwrap.dedent("""
+        import time
+        from coursekit.grading.sandbox import CellCPUTimeExceeded, limit_cell_cpu
+
+
+        class Shell:
+            events = Events()
+
+        shell = Shell()
+        limit_cell_cpu(shell, 0.5)
+        shell.events.trigger("pre_run_cell")
+        start = time.perf_counter()
+        try:
+            while True:
+                try:
+                    sum(range(10_000))
+                except Exception:
+                    pass
+        except CellCPUTimeExceeded as error:
+            print("stopped after", round(time.perf_counter() - start, 1), "|", error)
+        shell.events.trigger("post_run_cell")
+        shell.events.trigger("pre_run_cell")
+        time.sleep(1.5)
+        shell.events.trigger("post_run_cell")
+        print("slept")
+        """)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["denied", "denied", "2.0"]
-    assert (scratch / "ok.txt").read_text() == "fine"
+    first, second = result.stdout.splitlines()
+    assert first.startswith("stopped after") and "more than 0.5 s of CPU time" in first
+    assert float(first.split()[2]) < 10 and second == "slept"
+
+
+def test_rebinding_watch_names_what_a_cell_replaced():
+    script = FAKE_EVENTS + textwrap.dedent(r"""
+        import io
+        from coursekit.grading.sandbox import watch_rebinding
+
+
+        class Shell:
+            events = Events()
+            user_ns = {}
+
+        shell, stream = Shell(), io.StringIO()
+        watch_rebinding(shell, stream)
+        def cell(code):
+            shell.events.trigger("pre_run_cell")
+            exec(code, shell.user_ns)
+            shell.events.trigger("post_run_cell")
+            text = stream.getvalue()
+            stream.seek(0)
+            stream.truncate()
+            return text.strip() or "-"
+        print(cell("import torch, numpy as np\nimport torch.nn.functional as F"))
+        print(cell("x = torch.ones(3)\ntorch.backends.cudnn.deterministic = True\ntorch.manual_seed(0)\nimport torch._dynamo"))
+        print(cell("torch.allclose = lambda *a, **k: True"))
+        print(cell("setattr(F, 'mse_loss', lambda a, b: 0)\ntorch.Tensor.allclose = lambda *a, **k: True"))
+        print(cell("np = None"))
+        print(cell("import coursekit.exercises.ps1"))
+        print(cell("coursekit.exercises.ps1.check_roc_auc = print"))
+        """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    notice = REBIND_NOTICE.split("{")[0]
+    assert lines[:2] == ["-", "-"], "imports, settings and torch's own wrapping of manual_seed are not rebinding"
+    assert lines[2] == notice + "torch.allclose]"
+    assert lines[3] == notice + "torch.Tensor.allclose, torch.nn.functional.mse_loss]"
+    assert lines[4] == notice + "the name 'np' (was the module numpy)]"
+    assert lines[5:] == ["-", notice + "coursekit.exercises.ps1.check_roc_auc]"]
+
+
+def test_static_rebinding_finds_assignments_to_library_functions_only():
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(text) for text in [
+        "import torch\nimport numpy as np\nfrom torch import nn\nimport builtins",
+        "torch.backends.cudnn.deterministic = True\nmodel = nn.Linear(2, 2)\nmodel.training = False\nself_x = 1",
+        "%matplotlib inline\ntorch.allclose = lambda *a, **k: True",
+        "setattr(np, 'isclose', print)\nnn.Linear = None\nvars(torch)['equal'] = print\n__builtins__['abs'] = max",
+        "builtins.len = lambda x: 0\ntorch.my_new_helper = print\ndel torch.testing",
+    ]])
+    assert static_rebinding(notebook) == [
+        "cell 3: torch.allclose", "cell 4: numpy.isclose", "cell 4: torch.nn.Linear", "cell 4: torch.equal",
+        "cell 4: builtins.abs", "cell 5: builtins.len", "cell 5: torch.testing"]
+
+
+def test_inspect_run_names_limits_errors_and_rebinding():
+    cells = [nbformat.v4.new_code_cell("x = 1"), nbformat.v4.new_code_cell("f()"), nbformat.v4.new_code_cell("g()"),
+             nbformat.v4.new_code_cell("h()"), nbformat.v4.new_code_cell("import nothing")]
+    cells[1].metadata["nbgrader"] = {"grade": True, "grade_id": "test_f", "solution": False}
+    cells[1].outputs = [nbformat.v4.new_output("error", ename="NameError", evalue="name 'f' is not defined", traceback=[])]
+    cells[2].outputs = [nbformat.v4.new_output("error", ename="CellCPUTimeExceeded", evalue="", traceback=[])]
+    cells[3].outputs = [nbformat.v4.new_output("error", ename="CellTimeoutError", evalue="", traceback=[]),
+                        nbformat.v4.new_output("stream", name="stdout", text=REBIND_NOTICE.format(names="torch.allclose"))]
+    cells.append(nbformat.v4.new_code_cell("check()"))
+    cells[5].metadata["nbgrader"] = {"grade": True, "grade_id": "test_check", "solution": False}
+    cells[5].outputs = [nbformat.v4.new_output("stream", name="stderr", text="UserWarning: something\nmore\n"),
+                        nbformat.v4.new_output("stream", name="stdout", text="visible checks passed\n")]
+    cells[4].outputs = [nbformat.v4.new_output("error", ename="ModuleNotFoundError", evalue="No module named 'nothing'",
+                                               traceback=[])]
+    run = inspect_run(nbformat.v4.new_notebook(cells=cells))
+    assert run.cpu_timeouts == ["cell 3"] and run.wall_timeouts == ["cell 4"] and run.timed_out
+    assert run.rebinding == ["cell 4: torch.allclose"]
+    assert run.errors == ["cell 2 (test_f) failed: NameError: name 'f' is not defined",
+                          "cell 5 raised: ModuleNotFoundError: No module named 'nothing'",
+                          "cell 6 (test_check) failed: it wrote to stderr, which nbgrader scores as an error: UserWarning: something"]
+
+
+def test_cap_images_keeps_the_first_images_within_the_budget():
+    image = "A" * 1000
+    cells = [nbformat.v4.new_code_cell("plot()") for _ in range(3)]
+    for cell in cells:
+        cell.outputs = [nbformat.v4.new_output("display_data", data={"image/png": image, "text/plain": "<Figure>"}),
+                        nbformat.v4.new_output("display_data", data={"image/png": image})]
+    notebook = nbformat.v4.new_notebook(cells=cells)
+    assert image_bytes(notebook) == 6000
+    assert cap_images(notebook, budget=2500) == 4000
+    assert image_bytes(notebook) == 2000
+    assert [len(c.outputs) for c in notebook.cells] == [2, 2, 2]  # text/plain kept, a notice where images went
+    assert notebook.cells[2].outputs[-1].text.startswith("[coursekit grader: 2 image(s)")
+    assert notebook.cells[0].outputs[0].data == {"image/png": image, "text/plain": "<Figure>"}
+    assert notebook.cells[1].outputs[0].data == {"text/plain": "<Figure>"}
+    nbformat.validate(notebook)
 
 
 # --- a whole batch (slow) --------------------------------------------------------------------------
@@ -360,7 +602,7 @@ def batch(tmp_path_factory):
         course = grading.make_course(tmp_path_factory.mktemp(f"course-jobs{jobs}"), "ps1")
         submissions = fixture_submissions(course, tmp_path_factory.mktemp("zip") / "ps1-submissions.zip")
         reports[jobs] = (course, grade("ps1", submissions, course, jobs=jobs, cell_timeout=CELL_TIMEOUT,
-                                       submission_timeout=600))
+                                       submission_timeout=600, image_budget=IMAGE_BUDGET))
     return reports
 
 
@@ -371,8 +613,10 @@ def test_every_fixture_case_is_graded_right_or_reported(batch):
     assert sorted(outcomes) == sorted(EXPECTED)
     for student, expected in EXPECTED.items():
         outcome = outcomes[student]
-        if isinstance(expected, str):
-            assert outcome.status == "failed" and outcome.reason.startswith(expected), (student, outcome.reason)
+        if isinstance(expected, tuple):
+            status, reason = expected
+            assert outcome.status == status and outcome.reason.startswith(reason), (student, outcome.status, outcome.reason)
+            assert not outcome.parts and outcome.auto_score is None, "no score unless graded"
             continue
         assert outcome.status == "graded", (student, outcome.reason, outcome.log_tail)
         autograded = {g: p for g, p in outcome.parts.items() if g in TEST_POINTS}
@@ -384,8 +628,7 @@ def test_every_fixture_case_is_graded_right_or_reported(batch):
     for student, note in EXPECTED_NOTES.items():
         assert any(note in n for n in outcomes[student].notes), (student, outcomes[student].notes)
     assert not outcomes["correct"].repairs and not outcomes["correct"].notes
-    assert report.unassigned == ["README.txt: its path does not match the student pattern "
-                                 "'^(?P<student>[A-Za-z0-9][A-Za-z0-9.@+-]*)(?:/|_)'"]
+    assert report.unassigned == [f"README.txt: its path does not match the student pattern {DEFAULT_PATTERN!r}"]
 
 
 @pytest.mark.slow
@@ -405,7 +648,12 @@ def test_batch_results_land_in_nbgrader_gradebook_feedback_and_csv(batch):
     rows = {row["student"]: row for row in csv.DictReader(open(report.csv_path))}
     assert rows["correct"]["autograded_score"] == "12" and rows["correct"]["waiting_for_manual_grading"] == "answer_random_codes"
     assert rows["buggy"]["test_reconstruction_loss"] == "0" and rows["buggy"]["autograded_score"] == "5"
-    assert rows["crash"]["status"] == "failed" and rows["crash"]["autograded_score"] == "" and rows["crash"]["problem"]
+    assert rows["crash"]["status"] == "needs review" and rows["crash"]["autograded_score"] == ""
+    assert "the kernel died in cell 17" in rows["crash"]["problem"]
+    assert rows["infiniteloop"]["status"] == "needs review" and "cell 22 (test_choose_threshold)" in rows["infiniteloop"]["problem"]
+    assert rows["notanotebook"]["status"] == "failed" and rows["notanotebook"]["autograded_score"] == ""
+    assert "NameError: name 'reconstruction_loss' is not defined" in rows["renamed"]["notes"]
+    assert all(rows[s]["name"] == s for s in rows if s)
     assert rows[""]["status"] == "unassigned"
 
 
@@ -415,11 +663,17 @@ def test_student_code_cannot_read_the_course(batch):
     executed = read(course / "grading" / "ps1" / "executed" / "sneaky" / "ps1.ipynb")
     printed = "".join(o.get("text", "") for cell in executed.cells if cell.cell_type == "code" for o in cell.outputs)
     assert "READ" not in printed or landlock_abi() < 1
-    if landlock_abi() >= 1:
-        assert printed.count("DENIED") == 2 and "PermissionError" in printed
+    if landlock_abi() >= 1:  # the course, the two environments and /dev/shm
+        assert printed.count("DENIED") == 5 and printed.count("PermissionError") == 5, printed
+    assert not Path("/dev/shm/coursekit-note-for-the-next-student").exists()
     huge = read(course / "grading" / "ps1" / "executed" / "hugeoutput" / "ps1.ipynb")
     cell = huge.cells[index_of(huge, "encoder_decoder")]
     assert sum(len(o.get("text", "")) for o in cell.outputs) < 110_000
+    # what comes back of a run that drew 2.8 MB of pictures stays within the budget, in the feedback too
+    images = course / "grading" / "ps1" / "executed" / "images" / "ps1.ipynb"
+    assert image_bytes(read(images)) <= IMAGE_BUDGET
+    assert image_bytes(read(course / "autograded" / "images" / "ps1" / "ps1.ipynb")) <= IMAGE_BUDGET
+    assert (course / "feedback" / "images" / "ps1" / "ps1.html").stat().st_size < 2 * IMAGE_BUDGET
 
 
 @pytest.mark.slow
@@ -485,3 +739,90 @@ def test_the_gradebook_url_is_configurable(tmp_path):
     assert not (course / "gradebook.db").exists()
     with Gradebook(f"sqlite:///{elsewhere}") as gradebook:
         assert gradebook.find_submission("ps1", "alice").code_score == 5
+
+
+# --- grading on a loaded machine (slow) --------------------------------------------------------------
+
+BUSY = """
+import os, sys, time
+os.sched_setaffinity(0, {int(sys.argv[1])})
+deadline = time.monotonic() + float(sys.argv[2])
+while time.monotonic() < deadline:
+    pass
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs Linux CPU affinity")
+def test_a_busy_machine_costs_correct_answers_nothing(tmp_path):
+    """Every core busy with a process pinned to it (bounded in time) while a class export is graded two at
+    a time: the correct students get full marks (the per-cell limit counts CPU time, which the load does not
+    stretch), a student whose name is not ASCII is graded under a stable id, and a genuinely endless cell
+    and a sleeping one are still stopped, run again alone, and left for review with the cell named."""
+    import psutil
+
+    from coursekit.grading.workflow import grade
+
+    (tmp_path / "course").mkdir()
+    course = grading.make_course(tmp_path / "course", "ps1")
+    export = tmp_path / "submissions" / "class-export-2026-11-30"  # every student under one wrapper folder
+    students = {"amy": correct(), "José": correct(),
+                "loop": with_cell(correct(), "encoder_decoder", "while True:\n    pass"),
+                "sleeper": with_cell(correct(), "encoder_decoder", "import time\ntime.sleep(10**6)")}
+    for student, notebook in students.items():
+        (export / student).mkdir(parents=True)
+        nbformat.write(notebook, os.fspath(export / student / "ps1.ipynb"))
+    cores = sorted(os.sched_getaffinity(0))
+    busy = [subprocess.Popen([sys.executable, "-c", BUSY, str(core), "900"]) for core in cores]
+    try:
+        started = time.monotonic()
+        report = grade("ps1", export.parent, course, jobs=2, cell_timeout=CELL_TIMEOUT, wall_factor=3,
+                       submission_timeout=600)
+        elapsed = time.monotonic() - started
+        busy_seconds = [sum(psutil.Process(p.pid).cpu_times()[:2]) for p in busy]
+    finally:
+        for process in busy:
+            process.kill()
+            process.wait()
+    print(f"\ngraded under load in {elapsed:.0f} s; the busy processes used {[round(s) for s in busy_seconds]} "
+          f"CPU seconds of it\n{report.summary()}")
+    assert min(busy_seconds) > 0.25 * elapsed, "the load was not real: a busy process got under a quarter of its core"
+    outcomes = {o.name: o for o in report.outcomes}
+    for name in ("amy", "José"):
+        assert outcomes[name].status == "graded", (name, outcomes[name].reason)
+        assert {g: p for g, p in outcomes[name].parts.items() if g in TEST_POINTS} == TEST_POINTS, outcomes[name].notes
+    assert outcomes["José"].student == student_id("José") != "José"
+    assert outcomes["loop"].status == outcomes["sleeper"].status == "needs review"
+    assert outcomes["loop"].reason == (f"timed out in cell 7: used more than {CELL_TIMEOUT} s of CPU time, "
+                                       "also when run again alone"), outcomes["loop"].reason
+    # run again alone with twice the wall-clock limit, in case the machine was only far too busy
+    assert outcomes["sleeper"].reason.startswith(f"timed out in cell 7: ran longer than {6 * CELL_TIMEOUT} s of "
+                                                 "wall-clock time (waiting"), outcomes["sleeper"].reason
+    assert f"when run again alone (the first run, beside others: timed out in cell 7: ran longer than {3 * CELL_TIMEOUT} s" \
+        in outcomes["sleeper"].reason
+    rows = {row["name"]: row for row in csv.DictReader(open(report.csv_path, encoding="utf-8"))}
+    assert rows["José"]["student"] == student_id("José") and rows["José"]["autograded_score"] == str(FULL)
+    assert rows["loop"]["autograded_score"] == "" and "cell 7" in rows["loop"]["problem"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("assignment", ["ps2", "ps3", "ps4"])
+def test_each_set_s_correct_answers_get_full_marks_in_the_sandbox(tmp_path, assignment):
+    """The sandboxed kernel (CPU limit, rebinding watch, /proc and /dev narrowed) changes nothing for a
+    correct submission of the other sets: full marks, no notes, nothing for review."""
+    import importlib
+
+    from coursekit.grading.workflow import grade
+
+    tests = importlib.import_module(f"test_{assignment}_grading")
+    (tmp_path / "course").mkdir()
+    course = grading.make_course(tmp_path / "course", assignment)
+    folder = tmp_path / "submissions" / "ada"
+    folder.mkdir(parents=True)
+    notebook = grading.filled_in_release(tests.SOURCE, tests.RELEASE, {}, "A written answer.")
+    nbformat.write(notebook, os.fspath(folder / f"{assignment}.ipynb"))
+    report = grade(assignment, folder.parent, course, jobs=1, feedback=False)
+    (outcome,) = report.outcomes
+    assert outcome.status == "graded", (outcome.reason, outcome.log_tail)
+    assert {g: p for g, p in outcome.parts.items() if g in tests.TEST_POINTS} == tests.TEST_POINTS, outcome.notes
+    assert not outcome.notes and not outcome.repairs, (outcome.notes, outcome.repairs)

@@ -364,13 +364,13 @@ def grade(args) -> int:
     try:
         report = grade_batch(args.assignment, args.submissions, args.course, jobs=args.jobs,
                              student_pattern=args.student_pattern or DEFAULT_PATTERN, cell_timeout=args.cell_timeout,
-                             memory_mb=args.memory_mb, output_limit=args.output_limit,
+                             wall_factor=args.wall_factor, memory_mb=args.memory_mb, output_limit=args.output_limit,
                              submission_timeout=args.submission_timeout, feedback=not args.no_feedback,
                              csv_path=args.csv, db_url=args.db_url, landlock=not args.no_landlock)
     except (GradingError, FileNotFoundError, ValueError) as error:
         print(f"coursekit grade: {error}", file=sys.stderr)
         return 2
-    return 3 if report.failed or report.unassigned else 0
+    return 3 if report.failed or report.needs_review or report.unassigned else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -455,7 +455,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Collect each student's notebook from SUBMISSIONS, repair what Colab and editing broke, run the "
                     "notebooks (several at once, each sandboxed), score them into the course's nbgrader gradebook, "
                     "write feedback HTML and a CSV. Exit status 0: all graded; 3: the batch finished but some "
-                    "submissions failed (see the summary); 2: the course or assignment is not ready.")
+                    "submissions failed or need review (see the summary); 2: nothing was graded (the course or "
+                    "assignment is not ready, or the student mapping is ambiguous).")
     grader.add_argument("assignment", help="the nbgrader assignment, e.g. ps1 (released with nbgrader generate_assignment)")
     grader.add_argument("submissions", help="a folder or a .zip of submissions (an LMS download, Colab files)")
     grader.add_argument("--course", default=".", help="the course root, holding nbgrader_config.py (default: here)")
@@ -463,8 +464,12 @@ def build_parser() -> argparse.ArgumentParser:
     grader.add_argument("--student-pattern", default=None,
                         help="regular expression with a group (?P<student>...) that finds the student id in each "
                              "file's path inside SUBMISSIONS (default: the first folder, or the file name up to the first _)")
-    grader.add_argument("--cell-timeout", type=int, default=None,
-                        help="seconds one cell may run (default: Execute.timeout of nbgrader_config.py)")
+    grader.add_argument("--cell-timeout", type=float, default=None,
+                        help="CPU seconds one cell may use (default: Execute.timeout of nbgrader_config.py); a busy "
+                             "machine does not make a cell use more CPU time")
+    grader.add_argument("--wall-factor", type=float, default=5.0,
+                        help="a cell may also run this many times --cell-timeout by the clock, for cells that wait "
+                             "rather than compute (default 5); a run that hits either limit is run again alone")
     grader.add_argument("--submission-timeout", type=float, default=1800, help="seconds one whole submission may run")
     grader.add_argument("--memory-mb", type=int, default=4096, help="memory limit of a student's kernel (0: none)")
     grader.add_argument("--output-limit", type=int, default=100_000, help="characters one cell may print")

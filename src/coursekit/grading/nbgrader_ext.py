@@ -19,7 +19,7 @@ from pathlib import Path
 import nbformat
 from jupyter_client.manager import AsyncKernelManager
 from nbgrader.preprocessors import Execute, NbGraderPreprocessor
-from traitlets import Bool, Int, List, Unicode
+from traitlets import Bool, Float, Int, List, Unicode
 
 
 class SandboxedKernelManager(AsyncKernelManager):
@@ -27,6 +27,7 @@ class SandboxedKernelManager(AsyncKernelManager):
 
     memory_mb = Int(4096, help="data-memory limit of the kernel in MiB (0: none)").tag(config=True)
     output_limit = Int(100_000, help="characters one cell may print (0: no limit)").tag(config=True)
+    cell_cpu_limit = Float(0.0, help="CPU seconds one cell may use (0: no limit)").tag(config=True)
     workdir = Unicode(help="the scratch folder the kernel runs in and may write").tag(config=True)
     protect = List(Unicode(), help="paths the kernel must not be able to read").tag(config=True)
     landlock = Bool(True, help="restrict the file system with Linux Landlock where available").tag(config=True)
@@ -37,7 +38,8 @@ class SandboxedKernelManager(AsyncKernelManager):
         if "ipykernel_launcher" not in command:
             raise RuntimeError(f"coursekit grade runs Python (ipykernel) notebooks; this kernel starts with {command}")
         i = command.index("ipykernel_launcher")
-        options = ["--memory-mb", str(self.memory_mb), "--output-limit", str(self.output_limit), "--workdir", self.workdir]
+        options = ["--memory-mb", str(self.memory_mb), "--output-limit", str(self.output_limit),
+                   "--cell-cpu-limit", repr(float(self.cell_cpu_limit)), "--workdir", self.workdir]
         for path in self.protect:
             options += ["--protect", path]
         if not self.landlock:
@@ -50,9 +52,12 @@ class SandboxedKernelManager(AsyncKernelManager):
 
 
 class SandboxedExecute(Execute):
-    """nbgrader's ``Execute``, with the kernel in ``sandbox_directory`` under :class:`SandboxedKernelManager`."""
+    """nbgrader's ``Execute``, with the kernel in ``sandbox_directory`` under :class:`SandboxedKernelManager`.
+    Before each cell runs, its index is written to ``progress_file`` (outside the sandbox), so that the
+    grader can name the cell in which a kernel died."""
 
     sandbox_directory = Unicode(help="the folder the kernel runs in").tag(config=True)
+    progress_file = Unicode("", help="a file that holds the index of the cell running now").tag(config=True)
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("kernel_manager_class", SandboxedKernelManager)
@@ -61,6 +66,11 @@ class SandboxedExecute(Execute):
     def preprocess(self, nb, resources):
         resources.setdefault("metadata", {})["path"] = self.sandbox_directory
         return super().preprocess(nb, resources)
+
+    def preprocess_cell(self, cell, resources, index):
+        if self.progress_file:
+            Path(self.progress_file).write_text(f"{index}\n")
+        return super().preprocess_cell(cell, resources, index)
 
 
 class ReplayExecution(NbGraderPreprocessor):

@@ -9,11 +9,21 @@ same one ``ipykernel_launcher`` starts) after it has
 - cut the text a single cell may print, so a loop of ``print`` cannot fill the gradebook;
 - on Linux 5.13 and later, used Landlock to give up read and write access to every folder except the
   system's, Python's own and one scratch folder. The course (solutions, gradebook, other students'
-  work) is then out of reach even by absolute path. Where Landlock is missing the kernel still runs
-  in a scratch folder outside the course, and :func:`landlock_abi` tells the caller so.
+  work) is then out of reach even by absolute path. Of ``/proc`` only the kernel's own entry and a
+  few machine-wide files stay readable, so the environment of the grader and of the instructor's
+  shell (``/proc/<pid>/environ`` of the kernel's ancestors) cannot be read; of ``/dev`` only the
+  null, zero and random devices stay, so ``/dev/shm`` is no channel between students' runs. Where
+  Landlock is missing the kernel still runs in a scratch folder outside the course, and
+  :func:`landlock_abi` tells the caller so.
 
 The limits are applied before the kernel starts any thread, and are inherited by anything the
-student's code starts.
+student's code starts. Once the kernel runs, two watchers work cell by cell:
+
+- :func:`limit_cell_cpu` stops a cell that has used more than its share of *CPU time* (not wall-clock
+  time, which a busy machine stretches) by raising :class:`CellCPUTimeExceeded` in it;
+- :func:`watch_rebinding` notices a cell that rebinds a library function the tests rely on (say
+  ``torch.allclose = ...``) and prints :data:`REBIND_NOTICE` into that cell's output, so that the
+  grader can mark the submission for review instead of trusting its test results.
 """
 
 from __future__ import annotations
@@ -22,7 +32,10 @@ import argparse
 import ctypes
 import os
 import resource
+import signal
 import sys
+import threading
+import time
 from pathlib import Path
 
 # Landlock (linux/landlock.h): system call numbers are the same on every architecture.
@@ -36,11 +49,15 @@ _WRITE_DIR_RIGHTS = sum(1 << bit for bit in range(4, 13))  # remove/make dir, fi
 _REFER, _TRUNCATE = 1 << 13, 1 << 14
 _FILE_RIGHTS_READ = _EXECUTE | _READ_FILE
 
-# Folders every Python needs to read (the interpreter, shared libraries, certificates, /proc).
-SYSTEM_READ = ("/usr", "/lib", "/lib32", "/lib64", "/bin", "/sbin", "/etc", "/opt", "/proc", "/sys", "/snap",
-               "/var/lib", "/run")
-# Folders the kernel may also write to (it needs /dev/null and shared memory).
-SYSTEM_WRITE = ("/dev",)
+# Folders every Python needs to read (the interpreter, shared libraries, certificates), and of /proc
+# only the process's own entry (resolved by the process that restricts itself) and machine-wide facts:
+# not /proc/<pid> of any other process, whose environ would show the grader's environment.
+SYSTEM_READ = ("/usr", "/lib", "/lib32", "/lib64", "/bin", "/sbin", "/etc", "/opt", "/sys", "/snap", "/var/lib", "/run",
+               "/proc/self", "/proc/cpuinfo", "/proc/meminfo", "/proc/stat", "/proc/loadavg", "/proc/uptime",
+               "/proc/version", "/proc/sys", "/proc/filesystems")
+# Files the kernel may also write to: the harmless devices, not /dev/shm (shared by every process on the
+# machine and outliving the run: a channel between students) nor anything else in /dev.
+SYSTEM_WRITE = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
 
 
 class _RulesetAttr(ctypes.Structure):
@@ -164,10 +181,172 @@ def limit_output(shell, streams, limit: int) -> None:
         stream.write = write
 
 
+class CellCPUTimeExceeded(BaseException):
+    """Raised in a cell that used more CPU time than the limit (a BaseException: ``except Exception`` does
+    not swallow it)."""
+
+
+def cpu_seconds() -> float:
+    """CPU time used so far by this process, all its threads together."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def limit_cell_cpu(shell, seconds: float, poll: float = 0.05) -> None:
+    """Stop any cell of ``shell`` that uses more than ``seconds`` of CPU time: :class:`CellCPUTimeExceeded`
+    is raised in it (again every second, should the cell catch it). CPU time, unlike wall-clock time,
+    does not grow when other processes compete for the cores, so a correct answer is not cut short on
+    a busy machine; a cell that waits without computing (``time.sleep``) is left to the grader's
+    wall-clock limit."""
+    state = {"start": None, "raised": 0.0}
+    main_thread = threading.main_thread().ident
+
+    def started(*args, **kwargs):
+        state.update(start=cpu_seconds(), raised=0.0)
+
+    def finished(*args, **kwargs):
+        state["start"] = None
+
+    def handler(signum, frame):
+        start = state["start"]
+        if start is not None and cpu_seconds() - start > seconds:
+            raise CellCPUTimeExceeded(f"this cell used more than {seconds:g} s of CPU time (the grader's limit per cell)")
+
+    def watch():
+        while True:
+            time.sleep(poll)
+            start = state["start"]
+            if start is None or cpu_seconds() - start <= seconds or time.monotonic() - state["raised"] < 1.0:
+                continue
+            state["raised"] = time.monotonic()
+            signal.pthread_kill(main_thread, signal.SIGUSR2)
+
+    signal.signal(signal.SIGUSR2, handler)
+    shell.events.register("pre_run_cell", started)
+    shell.events.register("post_run_cell", finished)
+    threading.Thread(target=watch, name="coursekit-cpu-limit", daemon=True).start()
+
+
+REBIND_NOTICE = "[coursekit grader: this cell rebinds {names}]"
+# Modules whose functions the hidden tests call to check answers: rebinding one of them (torch.allclose =
+# ...) would change what the tests compute. Imported before any student code runs.
+WATCHED_MODULES = ("builtins", "math", "operator", "torch", "torch.nn", "torch.nn.functional", "torch.testing",
+                   "torch.linalg", "numpy", "numpy.testing", "numpy.linalg")
+WATCHED_PREFIXES = ("coursekit.", "scipy.", "sklearn.")  # also watched once the notebook imports them
+
+
+# Builtins that IPython and ipykernel themselves swap around every cell.
+_KERNEL_MANAGED = {"builtins": {"exit", "quit", "get_ipython", "display", "input", "raw_input", "getpass", "help",
+                                "__IPYTHON__", "dreload", "copyright", "credits", "license"}}
+
+
+def _callables(name: str, namespace: dict) -> dict:
+    skip = _KERNEL_MANAGED.get(name, ())
+    return {key: value for key, value in list(namespace.items())
+            if key not in skip and (callable(value) or type(value).__name__ == "module")}
+
+
+def _class_namespace(cls) -> dict:
+    """Every attribute of ``cls`` as stored (inherited ones too): the raw object from the first class of the
+    MRO that holds it, so that a method the class inherits from C and a Python override of it differ."""
+    found = {}
+    for klass in reversed(cls.__mro__):
+        found.update(vars(klass))
+    return found
+
+
+def _namespace(name: str) -> dict:
+    if name == "torch.Tensor":
+        torch = sys.modules.get("torch")
+        return _class_namespace(torch.Tensor) if torch is not None else {}
+    module = sys.modules.get(name)
+    return vars(module) if module is not None else {}
+
+
+def library_folders() -> tuple[str, ...]:
+    """Where installed code lives (the standard library, site-packages, the watched packages' own folders):
+    read-only to the student's code under Landlock."""
+    import sysconfig
+
+    folders = {sysconfig.get_paths().get(key) for key in ("stdlib", "platstdlib", "purelib", "platlib")}
+    for name in ("torch", "numpy", "scipy", "sklearn", "coursekit"):
+        module = sys.modules.get(name)
+        if module is not None and getattr(module, "__file__", None):
+            folders.add(os.path.dirname(module.__file__))
+    return tuple(os.path.join(os.path.realpath(f), "") for f in folders if f)
+
+
+def made_by_a_library(value, folders: tuple[str, ...]) -> bool:
+    """Whether ``value`` is a Python function whose code lies in ``folders``: a library's own wrapper (torch
+    wraps ``torch.manual_seed`` when ``torch._dynamo`` loads), not the student's replacement."""
+    code = getattr(value, "__code__", None) or getattr(getattr(value, "__func__", None), "__code__", None)
+    return code is not None and os.path.realpath(code.co_filename).startswith(folders)
+
+
+def rebound(snapshot: dict, user_ns: dict, modules_in_namespace: dict) -> list[str]:
+    """What differs from ``snapshot``: watched functions replaced (other than by a library's own code) or
+    deleted, and global names that held a watched module and now hold something else."""
+    folders = library_folders()
+    changed = []
+    for name, original in snapshot.items():
+        now = _namespace(name)
+        changed += [f"{name}.{attribute}" for attribute, value in original.items()
+                    if (current := now.get(attribute, None)) is not value
+                    and not (current is not None and made_by_a_library(current, folders))]
+    changed += [f"the name '{k}' (was the module {v.__name__})" for k, v in modules_in_namespace.items()
+                if user_ns.get(k) is not v]
+    return sorted(changed)
+
+
+def watch_rebinding(shell, stream=None) -> dict:
+    """After each cell of ``shell``, compare the functions, classes and submodules of the watched modules
+    (and the methods of ``torch.Tensor``) with what they were before the first cell ran; print
+    :data:`REBIND_NOTICE` naming each one the cell replaced or deleted, and each global name that held a
+    watched module and now holds something else. Returns the snapshot (for tests)."""
+    import importlib
+
+    stream = stream or sys.stdout  # not stderr: nbgrader would score the cell 0 for it; the grader reads the notice
+    snapshot: dict[str, dict] = {}
+    for name in WATCHED_MODULES:  # imported now, before any student code; their snapshot is taken in the first cell
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 (a module this environment lacks is simply not watched)
+            pass
+    modules_in_namespace: dict[str, object] = {}
+    reported: set[str] = set()
+
+    def take_new():
+        names = [*WATCHED_MODULES, "torch.Tensor",
+                 *[n for n, m in list(sys.modules.items()) if m is not None and n.startswith(WATCHED_PREFIXES)]]
+        for name in names:
+            if name not in snapshot and (name in sys.modules or (name == "torch.Tensor" and "torch" in sys.modules)):
+                snapshot[name] = _callables(name, _namespace(name))
+
+    def before(*args, **kwargs):
+        take_new()
+        modules_in_namespace.clear()
+        modules_in_namespace.update({k: v for k, v in shell.user_ns.items()
+                                     if type(v).__name__ == "module" and getattr(v, "__name__", "") in snapshot})
+
+    def after(*args, **kwargs):
+        changed = [name for name in rebound(snapshot, shell.user_ns, modules_in_namespace) if name not in reported]
+        reported.update(changed)
+        if changed:
+            stream.write("\n" + REBIND_NOTICE.format(names=", ".join(changed[:20])) + "\n")
+            stream.flush()
+        take_new()
+
+    shell.events.register("pre_run_cell", before)
+    shell.events.register("post_run_cell", after)
+    return snapshot
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--memory-mb", type=int, default=0, help="data-memory limit in MiB (0: none)")
     parser.add_argument("--output-limit", type=int, default=0, help="characters one cell may print (0: no limit)")
+    parser.add_argument("--cell-cpu-limit", type=float, default=0, help="CPU seconds one cell may use (0: no limit)")
+    parser.add_argument("--no-rebind-watch", action="store_true", help="do not watch for rebound library functions")
     parser.add_argument("--workdir", required=True, help="the scratch folder: the only one the kernel may write")
     parser.add_argument("--protect", action="append", default=[], help="a path the kernel must not reach")
     parser.add_argument("--no-landlock", action="store_true", help="do not restrict the file system")
@@ -176,6 +355,10 @@ def main(argv: list[str] | None = None) -> None:
     args, kernel_argv = parser.parse_known_args(argv)
 
     workdir = Path(args.workdir).resolve()
+    # joblib (imported by scikit-learn) probes for multiprocessing semaphores, which need /dev/shm, and
+    # warns on stderr when it cannot have them; nbgrader scores any stderr output in a test cell as a
+    # failure, so without this a correct answer whose tests import sklearn would lose its points.
+    os.environ["JOBLIB_MULTIPROCESSING"] = "0"
     for name, sub in (("IPYTHONDIR", ".ipython"), ("MPLCONFIGDIR", ".matplotlib"), ("HOME", "."),
                       ("TMPDIR", "tmp"), ("XDG_CACHE_HOME", ".cache")):
         (workdir / sub).mkdir(parents=True, exist_ok=True)
@@ -190,12 +373,18 @@ def main(argv: list[str] | None = None) -> None:
                                       [*SYSTEM_WRITE, str(workdir), *connection], args.protect)
         abi = restrict_filesystem(read, write)
     if args.check:
-        try:
-            open(args.check, "rb").close()
-        except PermissionError:
-            pass
-        else:
-            sys.exit(f"the sandbox did not work: {args.check} could still be read (Landlock ABI {abi})")
+        # the course, the grader's environment (through /proc) and /dev/shm must all be out of reach
+        for path, mode in ((args.check, "rb"), (f"/proc/{os.getppid()}/environ", "rb"),
+                           (f"/dev/shm/coursekit-sandbox-check-{os.getpid()}", "wb")):
+            if not os.path.exists(os.path.dirname(path)):
+                continue
+            try:
+                open(path, mode).close()
+            except PermissionError:
+                continue
+            if mode == "wb":
+                os.unlink(path)
+            sys.exit(f"the sandbox did not work: {path} could still be opened ({mode}; Landlock ABI {abi})")
         import ipykernel.kernelapp  # noqa: F401 (the kernel must still be able to load)
 
         print(f"sandbox ok (Landlock ABI {abi})")
@@ -207,6 +396,10 @@ def main(argv: list[str] | None = None) -> None:
     app.initialize(kernel_argv)
     if args.output_limit > 0:
         limit_output(app.shell, [sys.stdout, sys.stderr], args.output_limit)
+    if args.cell_cpu_limit > 0:
+        limit_cell_cpu(app.shell, args.cell_cpu_limit)
+    if not args.no_rebind_watch:
+        watch_rebinding(app.shell)
     app.start()
 
 

@@ -10,12 +10,19 @@ that config, SQLite by default, or ``db_url``). For each student:
    notebook, then store it where nbgrader expects it, ``submitted/<student>/<assignment>/``;
 3. **run**, in its own process, ``jobs`` students at a time: ``nbgrader autograde`` in a throwaway
    course that holds this assignment's gradebook entries and this one submission, with the kernel
-   sandboxed (:mod:`coursekit.grading.sandbox`): time limit per cell, memory and output limits, a
-   scratch folder holding only the assignment's support files, and on Linux no access to the course;
+   sandboxed (:mod:`coursekit.grading.sandbox`): a CPU-time limit per cell (and a wall-clock limit
+   several times longer, for cells that wait), memory and output limits, a scratch folder holding only
+   the assignment's support files, and on Linux no access to the course or the grader's environment.
+   A run that hit a time limit, or failed for a reason that may be the machine's (a kernel that died or
+   did not start, a lost process), is **run again alone** once the batch is through; if it fails again
+   the student is marked **needs review** with the reason and the cell, and gets no score (never a 0
+   that the machine caused). So is a submission that rebinds a library function the tests rely on
+   (:mod:`coursekit.grading.integrity`), whose test results cannot be trusted;
 4. **score**, one student after another, with nbgrader's own autograder in the real course, the
    execution replaced by the outputs of step 3 (:class:`~coursekit.grading.nbgrader_ext.ReplayExecution`);
 5. **feedback** with ``nbgrader generate_feedback`` (HTML under ``feedback/<student>/<assignment>/``);
-6. **export** a CSV of every student: status, points per part, repairs and problems.
+6. **export** a CSV of every student: status, points per part, repairs, notes (among them the error
+   behind each failed test) and problems.
 
 A submission that fails at any step is reported with the reason and the run goes on; it gets no
 score in the CSV (never a silent 0), and nothing of an earlier grading of it is deleted.
@@ -26,6 +33,7 @@ from __future__ import annotations
 import csv
 import datetime
 import json
+import math
 import os
 import re
 import shutil
@@ -40,9 +48,12 @@ from pathlib import Path
 
 import nbformat
 
-from coursekit.grading.collect import DEFAULT_PATTERN, collect, read_submissions
-from coursekit.grading.sandbox import TRUNCATION_NOTICE, landlock_abi
+from coursekit.grading.collect import DEFAULT_PATTERN, AmbiguousSubmissions, collect, read_submissions
+from coursekit.grading.integrity import IMAGE_BUDGET, cap_images, image_bytes, inspect_run, static_rebinding
+from coursekit.grading.sandbox import landlock_abi
 from coursekit.grading.sanitize import Unrecoverable, read_notebook, sanitize
+
+NEEDS_REVIEW = "needs review"
 
 # What the grading processes (and so the students' kernels) see of the environment: no tokens or
 # passwords that happen to be in the instructor's shell.
@@ -55,8 +66,9 @@ class Outcome:
     """What happened to one student's submission."""
 
     student: str
-    status: str = "pending"  # graded | failed
-    reason: str = ""  # why it failed
+    name: str = ""  # the student's name as found in the submissions (the id is made from it)
+    status: str = "pending"  # graded | needs review (no score: retried, or untrustworthy) | failed (not gradable)
+    reason: str = ""  # why it failed or needs review
     files: list[str] = field(default_factory=list)
     repairs: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -82,6 +94,10 @@ class Outcome:
         self.status, self.reason = "failed", reason
         return self
 
+    def review(self, reason: str) -> "Outcome":
+        self.status, self.reason = NEEDS_REVIEW, reason
+        return self
+
 
 @dataclass
 class Report:
@@ -103,17 +119,25 @@ class Report:
     def failed(self) -> list[Outcome]:
         return [o for o in self.outcomes if o.status == "failed"]
 
+    @property
+    def needs_review(self) -> list[Outcome]:
+        return [o for o in self.outcomes if o.status == NEEDS_REVIEW]
+
     def summary(self) -> str:
         lines = [f"coursekit grade {self.assignment}: {len(self.graded)} graded, "
-                 f"{sum(1 for o in self.graded if o.repairs)} of them repaired, {len(self.failed)} failed"
+                 f"{sum(1 for o in self.graded if o.repairs)} of them repaired, {len(self.needs_review)} need review "
+                 f"(no score), {len(self.failed)} failed"
                  + (f", {len(self.unassigned)} files belong to nobody" if self.unassigned else "")]
         width = max([len(o.student) for o in self.outcomes] + [7])
         for o in self.outcomes:
+            name = f" ({o.name})" if o.name and o.name != o.student else ""
             if o.status == "graded":
                 manual = f" + {len(o.manual)} for a person" if o.manual else ""
-                lines.append(f"  {o.student:<{width}}  graded  {o.auto_score:g}/{o.auto_max:g} autograded{manual}")
+                lines.append(f"  {o.student:<{width}}  graded  {o.auto_score:g}/{o.auto_max:g} autograded{manual}{name}")
+            elif o.status == NEEDS_REVIEW:
+                lines.append(f"  {o.student:<{width}}  NEEDS REVIEW{name}: {o.reason}")
             else:
-                lines.append(f"  {o.student:<{width}}  FAILED  {o.reason}")
+                lines.append(f"  {o.student:<{width}}  FAILED{name}  {o.reason}")
             for repair in o.repairs:
                 lines.append(f"  {'':<{width}}    repaired: {repair}")
             for note in o.notes:
@@ -123,7 +147,8 @@ class Report:
         n = max(len(self.outcomes), 1)
         lines.append(f"running the notebooks took {self.run_seconds:.1f} s with {self.jobs} at once "
                      f"({self.run_seconds / n:.1f} s per submission); scoring and feedback {self.score_seconds:.1f} s")
-        lines.append("student code ran " + (f"in a Landlock sandbox (ABI {self.landlock}): it could not read the course"
+        lines.append("student code ran " + (f"in a Landlock sandbox (ABI {self.landlock}): it could not read the course, "
+                                            "other processes' environment or /dev/shm"
                                             if self.landlock else
                                             "in a scratch folder outside the course, without Landlock (not available "
                                             "here): it ran as you and could have opened course files by absolute path"))
@@ -195,14 +220,18 @@ def _kill_tree(pid: int) -> None:
     psutil.wait_procs(processes, timeout=10)
 
 
-def _failure_reason(log: str) -> str:
+def _failure_reason(log: str, where: str) -> str:
+    """Why an ``nbgrader autograde`` run produced no executed notebook; ``where`` names the cell running then."""
+    at = f" in {where}" if where else ""
     if re.search(r"DeadKernelError|Kernel died|kernel died", log):
-        return ("the kernel died while running the notebook (the student's code crashed Python: os._exit, a "
-                "segfault, or memory the system would not give)")
+        return (f"the kernel died{at} (the student's code crashed Python: os._exit, a segfault, or memory the "
+                "system would not give; or the machine killed it)")
     if re.search(r"UnresponsiveKernelError|did not respond|Timeout waiting for", log):
-        return "the kernel stopped responding while running the notebook"
+        return f"the kernel stopped responding{at}"
+    if re.search(r"Kernel didn't respond|Error starting kernel|kernel.*failed to start", log, flags=re.IGNORECASE):
+        return f"the kernel did not start: {_last_line(log)}"
     errors = [line.strip() for line in log.splitlines() if "[ERROR]" in line or "Error:" in line]
-    return f"nbgrader autograde failed: {errors[-1] if errors else _last_line(log)}"
+    return f"nbgrader autograde failed{at}: {errors[-1] if errors else _last_line(log)}"
 
 
 def _last_line(text: str | None) -> str:
@@ -210,31 +239,43 @@ def _last_line(text: str | None) -> str:
     return lines[-1] if lines else "(no message)"
 
 
-def _execution_notes(path: Path, cell_timeout: float | None) -> list[str]:
-    """Cells stopped at the time limit and cells whose printing was cut, in an executed notebook."""
-    notes = []
-    notice = TRUNCATION_NOTICE.split("{")[0]
-    for k, cell in enumerate(nbformat.read(os.fspath(path), as_version=4).cells):
-        if cell.cell_type != "code":
-            continue
-        where = f"cell {k + 1}" + (f" ({cell.metadata['nbgrader']['grade_id']})" if cell.metadata.get("nbgrader", {}).get("grade_id") else "")
-        names = {o.get("ename") for o in cell.outputs if o.output_type == "error"}
-        if names & {"CellTimeoutError", "KeyboardInterrupt", "TimeoutError"}:
-            limit = f" of {cell_timeout:g} s" if cell_timeout else ""
-            notes.append(f"{where} was stopped at the per-cell time limit{limit}")
-        # cut by the kernel (our notice) or afterwards by nbgrader's LimitOutput (its own marker)
-        if any(o.output_type == "stream" and (notice in o.get("text", "") or "... Output truncated ..." in o.get("text", ""))
-               for o in cell.outputs):
-            notes.append(f"{where} printed too much: its output was cut")
-    return notes
+@dataclass
+class Attempt:
+    """One run of one student's notebooks: the executed notebooks, or the problem that stopped it."""
+
+    executed: dict[str, nbformat.NotebookNode] = field(default_factory=dict)
+    problem: str = ""  # a time limit hit, or a failure that may be the machine's: run again alone
+    seconds: float = 0.0
+    log_tail: str = ""
+
+
+def _timeouts(executed: dict, cpu_limit: float, wall_limit: float) -> str:
+    """The time limits an executed notebook hit, as a reason naming the cells ("" if none)."""
+    cpu, wall = [], []
+    for name, notebook in executed.items():
+        run = inspect_run(notebook)
+        prefix = f"{name}.ipynb " if len(executed) > 1 else ""
+        cpu += [prefix + c for c in run.cpu_timeouts]
+        wall += [prefix + c for c in run.wall_timeouts]
+    reasons = []
+    if cpu:
+        reasons.append(f"timed out in {', '.join(cpu)}: used more than {cpu_limit:g} s of CPU time")
+    if wall:
+        reasons.append(f"timed out in {', '.join(wall)}: ran longer than {wall_limit:g} s of wall-clock time "
+                       "(waiting, e.g. sleeping, or a machine far too busy)")
+    return "; ".join(reasons)
 
 
 def grade(assignment: str, submissions: Path | str, course: Path | str = ".", *, jobs: int | None = None,
-          student_pattern: str = DEFAULT_PATTERN, cell_timeout: int | None = None, memory_mb: int = 4096,
-          output_limit: int = 100_000, submission_timeout: float = 1800, feedback: bool = True,
-          csv_path: Path | str | None = None, db_url: str | None = None, landlock: bool = True,
-          log=print) -> Report:
-    """Grade every submission of ``assignment`` in ``submissions`` (a folder or zip); see the module doc."""
+          student_pattern: str = DEFAULT_PATTERN, cell_timeout: float | None = None, wall_factor: float = 5.0,
+          memory_mb: int = 4096, output_limit: int = 100_000, submission_timeout: float = 1800,
+          image_budget: int = IMAGE_BUDGET, feedback: bool = True, csv_path: Path | str | None = None,
+          db_url: str | None = None, landlock: bool = True, log=print) -> Report:
+    """Grade every submission of ``assignment`` in ``submissions`` (a folder or zip); see the module doc.
+
+    ``cell_timeout`` is the CPU time one cell may use (default: ``Execute.timeout`` of the course's
+    config); a cell may also run ``wall_factor`` times that long by the clock (for cells that wait rather
+    than compute). ``image_budget`` caps the bytes of images kept in an executed notebook."""
     from nbgrader.api import Gradebook, MissingEntry
     from nbgrader.apps import NbGraderAPI
     from nbgrader.coursedir import CourseDirectory
@@ -268,11 +309,15 @@ def grade(assignment: str, submissions: Path | str, course: Path | str = ".", *,
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
 
     # 1-2. collect and sanitise
-    students, unassigned = collect(read_submissions(Path(submissions)), list(release_notebooks), student_pattern)
+    try:
+        students, unassigned = collect(read_submissions(Path(submissions)), list(release_notebooks), student_pattern)
+    except AmbiguousSubmissions as error:
+        raise GradingError(str(error)) from None
     outcomes = {}
+    rebinding: dict[str, list[str]] = {}  # found in the code itself, before anything runs
     for student in sorted(students):
         collected = students[student]
-        outcome = outcomes[student] = Outcome(student, notes=list(collected.notes))
+        outcome = outcomes[student] = Outcome(student, name=collected.name, notes=list(collected.notes))
         outcome.files = [f.path for f in collected.notebooks.values()]
         for file in collected.notebooks.values():
             original = work / "originals" / student / file.path
@@ -287,6 +332,11 @@ def grade(assignment: str, submissions: Path | str, course: Path | str = ".", *,
             for name, file in collected.notebooks.items():
                 notebook = read_notebook(file.data, file.path)
                 notebook, repairs, notes = sanitize(notebook, release_notebooks[name])
+                for cell in notebook.cells:  # nbgrader clears them before it runs the notebook; the original keeps them
+                    if cell.cell_type == "code":
+                        cell.outputs, cell.execution_count = [], None
+                rebinding.setdefault(student, []).extend(
+                    f"{name}.ipynb {r}" if len(release_notebooks) > 1 else r for r in static_rebinding(notebook))
                 repaired[name] = notebook
                 outcome.repairs += [f"{name}: {r}" if len(release_notebooks) > 1 else r for r in repairs]
                 outcome.notes += notes
@@ -313,8 +363,12 @@ def grade(assignment: str, submissions: Path | str, course: Path | str = ".", *,
     if db_url.startswith("sqlite:///"):
         protect.append(db_url[len("sqlite:///"):])
     environment = {k: v for k, v in os.environ.items() if k in ENVIRONMENT or k.startswith("JUPYTER")}
-    environment["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))
+    # One compute thread per kernel: the per-cell limit counts the kernel's CPU time, which extra threads
+    # would inflate (spinning while they wait for a core) on a busy machine. Parallelism comes from --jobs.
+    environment.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
     nbgrader = shutil.which("nbgrader", path=environment["PATH"]) or "nbgrader"
+    cpu_limit = float(cell_timeout or config.Execute.get("timeout") or config.ExecutePreprocessor.get("timeout") or 120)
+    wall_limit = cpu_limit * wall_factor
 
     if landlock and landlock_abi() >= 1:  # before any student code runs: does the sandbox hold here?
         check = subprocess.run([sys.executable, "-m", "coursekit.grading.sandbox", "--workdir", str(tmp_root / "check"),
@@ -325,15 +379,15 @@ def grade(assignment: str, submissions: Path | str, course: Path | str = ".", *,
             raise GradingError(f"the Landlock sandbox does not work on this machine ({_last_line(check.stderr)}); "
                                "rerun with --no-landlock to grade without it")
 
-    def run(outcome: Outcome) -> None:
-        student = outcome.student
-        here = Path(tempfile.mkdtemp(prefix=f"{student}-", dir=tmp_root))
+    def attempt(student: str, wall_seconds: float) -> Attempt:
+        """Run ``student``'s submission once with nbgrader in a throwaway course and the sandboxed kernel."""
+        here = Path(tempfile.mkdtemp(prefix="run-", dir=tmp_root))
         scratch, throwaway = here / "sandbox", here / "course"
         scratch.mkdir()
         throwaway.mkdir()
         shutil.copy(template, throwaway / "gradebook.db")
-        shutil.copytree(Path(coursedir.format_path(coursedir.submitted_directory, student, assignment)),
-                        throwaway / "submitted" / student / assignment)
+        submitted = Path(coursedir.format_path(coursedir.submitted_directory, student, assignment))
+        shutil.copytree(submitted, throwaway / "submitted" / student / assignment)
         for support in release.rglob("*"):
             if support.is_file() and support.suffix != ".ipynb" and ".ipynb_checkpoints" not in support.parts:
                 (scratch / support.relative_to(release)).parent.mkdir(parents=True, exist_ok=True)
@@ -349,52 +403,108 @@ c.CourseDirectory.course_id = {course_id!r}
 c.CourseDirectory.source_directory = "no-source-here"
 c.Autograde.autograde_preprocessors = _swap(c, _SandboxedExecute)
 c.SandboxedExecute.sandbox_directory = {str(scratch)!r}
+c.SandboxedExecute.progress_file = {str(here / 'progress')!r}
+c.Execute.timeout = {int(math.ceil(wall_seconds))}
 c.SandboxedKernelManager.workdir = {str(scratch)!r}
 c.SandboxedKernelManager.memory_mb = {int(memory_mb)}
 c.SandboxedKernelManager.output_limit = {int(output_limit)}
+c.SandboxedKernelManager.cell_cpu_limit = {cpu_limit!r}
 c.SandboxedKernelManager.protect = {protect!r}
 c.SandboxedKernelManager.landlock = {bool(landlock)!r}
 c.SandboxedKernelManager.started_file = {str(here / 'kernels-started')!r}
 """
-        if cell_timeout:
-            overrides += f"c.Execute.timeout = {int(cell_timeout)}\n"
         (throwaway / "nbgrader_config.py").write_text(config_text + overrides)
+        result = Attempt()
         start = time.perf_counter()
-        process = subprocess.Popen([nbgrader, "autograde", assignment, "--student", student, "--force"], cwd=throwaway,
-                                   env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
-            output, _ = process.communicate(timeout=submission_timeout)
-        except subprocess.TimeoutExpired:
-            _kill_tree(process.pid)
-            output, _ = process.communicate()
-            outcome.fail(f"running the notebook took longer than {submission_timeout:g} s in all: stopped")
-        outcome.run_seconds = time.perf_counter() - start
-        outcome.log_tail = output[-4000:]
-        ran = Path(throwaway / "autograded" / student / assignment)
-        if outcome.status == "pending":
-            missing = [n for n in release_notebooks if (throwaway / "submitted" / student / assignment / f"{n}.ipynb").exists()
-                       and not (ran / f"{n}.ipynb").exists()]
-            if process.returncode != 0 or missing:
-                outcome.fail(_failure_reason(output))
-            else:
+            process = subprocess.Popen([nbgrader, "autograde", assignment, "--student", student, "--force"],
+                                       cwd=throwaway, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                       text=True)
+            try:
+                output, _ = process.communicate(timeout=submission_timeout)
+            except subprocess.TimeoutExpired:
+                _kill_tree(process.pid)
+                output, _ = process.communicate()
+                result.problem = f"the whole notebook ran longer than {submission_timeout:g} s: stopped"
+            result.seconds = time.perf_counter() - start
+            result.log_tail = output[-4000:]
+            ran = throwaway / "autograded" / student / assignment
+            expected = [n for n in release_notebooks if (submitted / f"{n}.ipynb").exists()]
+            if not result.problem and (process.returncode != 0 or any(not (ran / f"{n}.ipynb").exists() for n in expected)):
+                where = ""
+                if (here / "progress").exists():  # the cell that was running when it stopped
+                    index = int((here / "progress").read_text().split()[0])
+                    name = next((n for n in expected if not (ran / f"{n}.ipynb").exists()), expected[0])
+                    cells = nbformat.read(os.fspath(submitted / f"{name}.ipynb"), as_version=4).cells
+                    if index < len(cells):
+                        grade_id = cells[index].metadata.get("nbgrader", {}).get("grade_id")
+                        where = f"cell {index + 1}" + (f" ({grade_id})" if grade_id else "")
+                result.problem = _failure_reason(output, where)
+            elif not result.problem:
                 if not (here / "kernels-started").exists():  # never score a notebook that ran outside the sandbox
                     raise GradingError("a notebook ran without coursekit's sandboxed kernel: nbgrader did not take "
                                        f"the configuration; its log:\n{output[-2000:]}")
-                (executed_dir / student).mkdir()
-                for notebook in ran.glob("*.ipynb"):
-                    shutil.copy(notebook, executed_dir / student / notebook.name)
-                    outcome.notes += _execution_notes(notebook, cell_timeout or config.Execute.get("timeout") or config.ExecutePreprocessor.get("timeout"))
-        shutil.rmtree(here, ignore_errors=True)
-        log(f"  ran {student}: {outcome.status if outcome.status == 'failed' else 'done'} in {outcome.run_seconds:.1f} s")
+                result.executed = {p.stem: nbformat.read(os.fspath(p), as_version=4) for p in ran.glob("*.ipynb")}
+                result.problem = _timeouts(result.executed, cpu_limit, wall_seconds)
+        except GradingError:
+            raise
+        except Exception as error:  # noqa: BLE001 (the grader's own failure: retried, then reported)
+            result.seconds = time.perf_counter() - start
+            result.problem = f"the grader failed while running it: {type(error).__name__}: {error}"
+        finally:
+            shutil.rmtree(here, ignore_errors=True)
+        return result
+
+    def first_run(outcome: Outcome) -> Attempt:
+        result = attempt(outcome.student, wall_limit)
+        log(f"  ran {outcome.student}: {'to run again alone: ' + result.problem if result.problem else 'done'} "
+            f"in {result.seconds:.1f} s")
+        return result
 
     log(f"running {len(ready)} submissions of {assignment}, {jobs} at a time")
     start = time.perf_counter()
     try:
         with ThreadPoolExecutor(max_workers=jobs) as pool:
-            list(pool.map(run, ready))
+            attempts = dict(zip([o.student for o in ready], pool.map(first_run, ready)))
+        # what hit a limit or failed in a way the machine may have caused runs again, alone this time
+        for outcome in ready:
+            first = attempts[outcome.student]
+            if not first.problem:
+                continue
+            log(f"  running {outcome.student} again, alone ({first.problem})")
+            second = attempt(outcome.student, 2 * wall_limit)
+            second.seconds += first.seconds
+            attempts[outcome.student] = second
+            if second.problem:
+                outcome.review(f"{second.problem}, also when run again alone" if second.problem == first.problem else
+                               f"{second.problem}, when run again alone (the first run, beside others: {first.problem})")
+            else:
+                outcome.notes.append(f"run again alone after the first run's problem ({first.problem}): "
+                                     "this time it ran normally")
     finally:
         shutil.rmtree(tmp_root, ignore_errors=True)
     run_seconds = time.perf_counter() - start
+    for outcome in ready:
+        result = attempts[outcome.student]
+        outcome.run_seconds, outcome.log_tail = result.seconds, result.log_tail
+        if result.executed:
+            (executed_dir / outcome.student).mkdir()
+        for name, notebook in result.executed.items():
+            run = inspect_run(notebook)
+            outcome.notes += [f"{w} printed too much: its output was cut" for w in run.truncated]
+            outcome.notes += run.errors
+            rebound = [f"{name}.ipynb {r}" if len(result.executed) > 1 else r for r in run.rebinding]
+            rebound += [r for r in rebinding.get(outcome.student, []) if r not in rebound]
+            if rebound and outcome.status == "pending":
+                outcome.review(f"rebinds library functions the tests may use, so its test results cannot be trusted: "
+                               f"{'; '.join(rebound)}")
+            stored = image_bytes(notebook)
+            removed = cap_images(notebook, image_budget)
+            if removed:
+                outcome.notes.append(f"{name}.ipynb: the run drew {stored / 2**20:.1f} MB of images; "
+                                     f"{removed / 2**20:.1f} MB of them were left out of the graded notebook and "
+                                     f"the feedback (limit {image_budget / 2**20:g} MB)")
+            nbformat.write(notebook, os.fspath(executed_dir / outcome.student / f"{name}.ipynb"))
 
     # 4-5. score into the course's gradebook with nbgrader's autograder (outputs replayed), then feedback
     start = time.perf_counter()
@@ -429,9 +539,16 @@ def _score(api, outcomes, assignment, db_url, course_id, feedback) -> None:
         if outcome.status != "pending":
             continue
         began = time.perf_counter()
-        result = api.autograde(assignment, outcome.student, force=True, create=True)
+        if outcome.name and outcome.name != outcome.student:  # the name behind a made-up id, for the formgrader
+            with Gradebook(db_url, course_id) as gradebook:
+                gradebook.update_or_create_student(outcome.student, last_name=outcome.name)
+        for _ in range(2):  # a failure here is the grader's: tried twice, then left for review, never scored
+            result = api.autograde(assignment, outcome.student, force=True, create=True)
+            if result["success"]:
+                break
         if not result["success"]:
-            outcome.fail(f"nbgrader could not score the executed notebook: {_last_line(result.get('error') or result.get('log'))}")
+            outcome.review(f"nbgrader could not score the executed notebook (tried twice): "
+                           f"{_last_line(result.get('error') or result.get('log'))}")
             outcome.log_tail = result.get("log", "")[-4000:]
             continue
         if feedback:
@@ -449,18 +566,19 @@ def _score(api, outcomes, assignment, db_url, course_id, feedback) -> None:
 
 
 def write_csv(report: Report, path: Path) -> None:
-    """One row per student: status, autograded points (blank when it failed: never a silent 0), each
-    part, what waits for manual grading, repairs, notes and the reason for a failure."""
+    """One row per student: id and name, status, autograded points (blank unless graded: never a silent 0),
+    each part, what waits for manual grading, repairs, notes, and the reason it failed or needs review."""
     parts = list(dict.fromkeys(g for o in report.outcomes for g in o.parts))
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as handle:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["student", "status", "autograded_score", "autograded_max", *parts, "waiting_for_manual_grading",
-                         "repairs", "notes", "problem"])
+        writer.writerow(["student", "name", "status", "autograded_score", "autograded_max", *parts,
+                         "waiting_for_manual_grading", "repairs", "notes", "problem"])
         for o in report.outcomes:
             graded = o.status == "graded"
-            writer.writerow([o.student, o.status, f"{o.auto_score:g}" if graded else "", f"{o.auto_max:g}" if graded else "",
+            writer.writerow([o.student, o.name or o.student, o.status, f"{o.auto_score:g}" if graded else "",
+                             f"{o.auto_max:g}" if graded else "",
                              *[("manual" if o.parts[g] is None else f"{o.parts[g]:g}") if g in o.parts else "" for g in parts],
                              " ".join(o.manual), " | ".join(o.repairs), " | ".join(o.notes), o.reason])
         for line in report.unassigned:
-            writer.writerow(["", "unassigned", "", "", *[""] * len(parts), "", "", "", line])
+            writer.writerow(["", "", "unassigned", "", "", *[""] * len(parts), "", "", "", line])
