@@ -1,6 +1,7 @@
 """``coursekit`` command line: train models into checkpoints, sample from them, inspect them.
 
     coursekit train classifier --out src/coursekit/checkpoints/mnist-classifier
+    coursekit train robust-classifier --out src/coursekit/checkpoints/mnist-robust-classifier
     coursekit train autoencoder --latent-dim 2 --out src/coursekit/checkpoints/ae-latent2
     coursekit train vae --latent-dim 16 --beta 1 --out src/coursekit/checkpoints/vae
     coursekit train ddpm --out src/coursekit/checkpoints/ddpm
@@ -90,6 +91,50 @@ def train_classifier(args) -> dict:
     save_checkpoint(model, args.out, _record(args, model, history, train_set, metrics))
     return metrics
 
+
+def train_robust_classifier(args) -> dict:
+    """The evaluation classifier with an 11th "not a digit" class, trained on corrupted digits and
+    synthetic non-digits (see coursekit.eval.robust); records held-out accuracy under each
+    corruption, the non-digit rejection rates and (unless --sensitivity-samples 0) the
+    sensitivity table of coursekit.eval.quality at that N."""
+    from coursekit.checkpoint import save_checkpoint
+    from coursekit.data import make_loader
+    from coursekit.eval.classifier import Classifier, ClassifierConfig
+    from coursekit.eval.quality import sensitivity_table
+    from coursekit.eval.robust import (NOT_A_DIGIT, calibrate_reject_threshold, held_out_report, predict_with_reject,
+                                       random_decode_histogram, robust_classifier_loss)
+    from coursekit.training import train
+
+    train_set, test_set = _data(args, "train"), _data(args, "test")
+    generator = torch.Generator().manual_seed(args.seed)
+    torch.manual_seed(args.seed)
+    model = Classifier(ClassifierConfig(num_classes=NOT_A_DIGIT + 1))
+    steps = args.epochs * ((len(train_set) + args.batch_size - 1) // args.batch_size)
+    device = torch.device(args.device) if args.device else get_device()
+    cpu_start = time.process_time()
+    history = train(model, make_loader(train_set, args.batch_size, generator=generator), robust_classifier_loss,
+                    epochs=args.epochs, lr=args.lr, weight_decay=1e-4, device=device, progress=not args.quiet,
+                    generator=torch.Generator(device=device).manual_seed(args.seed), max_steps=args.max_steps,
+                    lr_schedule=lambda optimizer: torch.optim.lr_scheduler.OneCycleLR(optimizer, args.lr, total_steps=steps))
+    train_cpu_seconds = time.process_time() - cpu_start
+    model.cpu().eval()
+    argmax_accuracy = float((predict_with_reject(test_set.images, model) == test_set.labels).float().mean())
+    model.config.reject_threshold = calibrate_reject_threshold(model, train_set.images, args.max_train_reject)
+    metrics = held_out_report(model, test_set.images, test_set.labels, seed=args.seed + 1)
+    metrics["reject_threshold"] = model.config.reject_threshold
+    metrics["reject_threshold_rule"] = (f"smallest P(not a digit) threshold >= 0.5 that rejects at most "
+                                        f"{args.max_train_reject:g} of the clean training digits")
+    metrics["test_accuracy_plain_argmax"] = argmax_accuracy
+    metrics["train_accuracy"] = float((predict_with_reject(train_set.images, model) == train_set.labels).float().mean())
+    metrics["ae_latent16_random_decodes_histogram"] = random_decode_histogram(model, seed=args.seed)
+    record = _record(args, model, history, train_set, metrics)
+    record["train_cpu_seconds"] = round(train_cpu_seconds, 1)
+    record["torch_threads"] = torch.get_num_threads()
+    if args.sensitivity_samples:
+        record["sensitivity"] = {"command": record["command"],
+                                 **sensitivity_table(num_samples=args.sensitivity_samples, seed=args.seed, classifier=model)}
+    save_checkpoint(model, args.out, record)
+    return metrics
 
 def train_autoencoder(args) -> dict:
     from sklearn.metrics import roc_auc_score
@@ -380,6 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
     trainer = commands.add_parser("train", help="train a model and write a checkpoint")
     models = trainer.add_subparsers(dest="model", required=True)
     for name, defaults in {"classifier": dict(epochs=30, lr=3e-3, batch_size=128),
+                           "robust-classifier": dict(epochs=30, lr=3e-3, batch_size=128),
                            "autoencoder": dict(epochs=30, lr=2e-3, batch_size=128),
                            "vae": dict(epochs=60, lr=2e-3, batch_size=128),
                            "ddpm": dict(epochs=100, lr=2e-3, batch_size=128),
@@ -395,6 +441,12 @@ def build_parser() -> argparse.ArgumentParser:
                          help="MNIST source (default: the bundled 4,000-digit train split, as the shipped checkpoints)")
         sub.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
         sub.add_argument("--quiet", action="store_true", help="no progress bars")
+        if name == "robust-classifier":
+            sub.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps (smoke tests)")
+            sub.add_argument("--sensitivity-samples", type=int, default=1000,
+                             help="N of the sensitivity table stored in training.json (0: skip it)")
+            sub.add_argument("--max-train-reject", type=float, default=0.0025,
+                             help="calibrate the not-a-digit threshold to reject at most this fraction of training digits")
         if name in ("autoencoder", "vae"):
             sub.add_argument("--latent-dim", type=int, default=16)
             sub.add_argument("--exclude-digit", type=int, default=None, help="leave one digit out (anomaly detection)")
@@ -489,7 +541,8 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = argv
     if args.command == "train":
         start = time.perf_counter()
-        metrics = {"classifier": train_classifier, "autoencoder": train_autoencoder, "vae": train_vae,
+        metrics = {"classifier": train_classifier, "robust-classifier": train_robust_classifier,
+                   "autoencoder": train_autoencoder, "vae": train_vae,
                    "ddpm": train_ddpm, "dcgan": train_gan_command, "wgan-gp": train_gan_command}[args.model](args)
         print(json.dumps(metrics, indent=2))
         print(f"wrote {args.out} in {time.perf_counter() - start:.0f} s")

@@ -23,6 +23,10 @@ class ClassifierConfig:
     feature_dim: int = 128
     num_classes: int = 10
     dropout: float = 0.3
+    # With an 11th "not a digit" class (coursekit.eval.robust): say "not a digit" only when that
+    # class's probability exceeds this calibrated threshold, else name the likeliest digit.
+    # None: plain argmax over all classes.
+    reject_threshold: float | None = None
 
 
 def _conv_block(channels_in: int, channels_out: int) -> nn.Sequential:
@@ -57,6 +61,16 @@ class Classifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))  # (B, num_classes) logits
+
+
+def predicted_class(logits: torch.Tensor, config: ClassifierConfig) -> torch.Tensor:
+    """The class a classifier names for each row of ``logits`` ``(B, num_classes)``: the argmax,
+    or with ``config.reject_threshold`` the last class ("not a digit") only above that probability."""
+    if config.reject_threshold is None:
+        return logits.argmax(1)
+    probabilities = logits.softmax(1)  # (B, num_classes)
+    reject = probabilities[:, -1] > config.reject_threshold
+    return torch.where(reject, config.num_classes - 1, probabilities[:, :-1].argmax(1))
 
 
 def random_affine(x: torch.Tensor, generator: torch.Generator | None = None, *, max_degrees: float = 12.0,

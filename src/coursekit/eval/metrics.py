@@ -86,9 +86,12 @@ def classifier_kid(samples: torch.Tensor, reference: torch.Tensor, classifier: n
 @torch.no_grad()
 def predict(images: torch.Tensor, classifier: nn.Module | None = None, batch_size: int = 500) -> torch.Tensor:
     """Predicted digit for each image, shape ``(N,)``."""
+    from coursekit.eval.classifier import predicted_class
+
     classifier = classifier or load_eval_classifier()
     images = _as_unit(images)
-    return torch.cat([classifier(images[i:i + batch_size]).argmax(1) for i in range(0, len(images), batch_size)])
+    return torch.cat([predicted_class(classifier(images[i:i + batch_size]), classifier.config)
+                      for i in range(0, len(images), batch_size)])
 
 
 def accuracy(images: torch.Tensor, labels: torch.Tensor, classifier: nn.Module | None = None) -> float:
@@ -97,8 +100,10 @@ def accuracy(images: torch.Tensor, labels: torch.Tensor, classifier: nn.Module |
 
 
 def class_histogram(samples: torch.Tensor, classifier: nn.Module | None = None) -> torch.Tensor:
-    """How many samples the classifier assigns to each digit (10 counts): a mode-collapse check."""
-    return torch.bincount(predict(samples, classifier), minlength=10)
+    """How many samples the classifier assigns to each class (10 counts; 11 for a classifier with a
+    "not a digit" class, see coursekit.eval.robust): a mode-collapse check."""
+    classifier = classifier or load_eval_classifier()
+    return torch.bincount(predict(samples, classifier), minlength=classifier.config.num_classes)
 
 
 def _reference_sets(num_samples: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
