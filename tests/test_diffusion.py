@@ -5,10 +5,12 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from coursekit.checkpoint import load_checkpoint, read_record, save_checkpoint
-from coursekit.diffusion import DiffusionConfig, DiffusionModel, diffusion_loss, q_sample, sample_loop
+from coursekit.diffusion import (DiffusionConfig, DiffusionModel, diffusion_loss, q_sample, sample_loop,
+                                 training_target)
 from coursekit.models.unet import UNet, UNetConfig, timestep_embedding
 from coursekit.schedulers import DDIMScheduler, DDPMScheduler, make_schedule
 
@@ -245,11 +247,15 @@ def test_sample_loop_gives_the_same_images_with_diffusers_schedulers():
     # Near t = 0 a step divides by 1 - alpha_bar_t ~ 1e-4, where diffusers' float32 alpha_bar is off in the
     # third digit (tests/test_schedulers.py, step by step); over a whole loop through a network that leaves
     # differences up to ~1e-3 on images in [-1, 1]
-    for ours, theirs, steps, tolerance in [
-            (model.scheduler("ddim"), diffusers.DDIMScheduler(**model.diffusers_config()), 20, 2e-3),
-            (model.scheduler("ddpm"), diffusers.DDPMScheduler(**model.diffusers_config()), 25, 2e-3)]:
-        a = sample_loop(model, ours, (2, 1, 28, 28), generator=torch.Generator().manual_seed(5), num_inference_steps=steps)
-        b = sample_loop(model, theirs, (2, 1, 28, 28), generator=torch.Generator().manual_seed(5), num_inference_steps=steps)
+    for ours, theirs, steps, tolerance, flag in [
+            (model.scheduler("ddim"), diffusers.DDIMScheduler(**model.diffusers_config()), 20, 2e-3, True),
+            (model.scheduler("ddim"), diffusers.DDIMScheduler(**model.diffusers_config()), 20, 2e-3, False),
+            (model.scheduler("ddpm"), diffusers.DDPMScheduler(**model.diffusers_config()), 25, 2e-3, None)]:
+        kwargs = {} if flag is None else {"step_kwargs": {"use_clipped_model_output": flag}}
+        a = sample_loop(model, ours, (2, 1, 28, 28), generator=torch.Generator().manual_seed(5), num_inference_steps=steps,
+                        **kwargs)
+        b = sample_loop(model, theirs, (2, 1, 28, 28), generator=torch.Generator().manual_seed(5), num_inference_steps=steps,
+                        **kwargs)
         assert torch.allclose(a, b, atol=tolerance), (a - b).abs().max()
     with pytest.raises(ValueError, match="takes no eta"):
         sample_loop(model, diffusers.DPMSolverMultistepScheduler(), (1, 1, 28, 28), num_inference_steps=2, eta=0.5)
@@ -269,12 +275,85 @@ def test_model_sample_is_in_unit_range():
     nn.init.normal_(model.unet.head[-1].weight, std=0.5)
     images = model.sample(3, torch.Generator().manual_seed(0), num_inference_steps=3, batch_size=2)
     assert images.shape == (3, 1, 28, 28) and images.min() >= 0 and images.max() <= 1
-    recomputed = model.sample(3, torch.Generator().manual_seed(0), num_inference_steps=3, use_clipped_model_output=True)
-    assert recomputed.shape == images.shape and not torch.allclose(recomputed, images)
+    raw = model.sample(3, torch.Generator().manual_seed(0), num_inference_steps=3, use_clipped_model_output=False)
+    assert raw.shape == images.shape and not torch.allclose(raw, images)
+    unclipped = model.sample(3, torch.Generator().manual_seed(0), num_inference_steps=3, clip=False)
+    assert not torch.allclose(unclipped, images) and unclipped.min() >= 0 and unclipped.max() <= 1
     with pytest.raises(ValueError, match="DDIM sampler only"):
         model.sample(1, sampler="ddpm", use_clipped_model_output=True)
-    with pytest.raises(ValueError, match="'ddpm' or 'ddim'"):
+    with pytest.raises(ValueError, match="kind must be one of"):
         model.scheduler("euler")
+    with pytest.raises(ValueError, match="sampler must be one of"):
+        model.sample(1, sampler="euler")
+
+
+def test_training_target_per_parameterisation():
+    schedule = make_schedule("linear")
+    g = torch.Generator().manual_seed(0)
+    x0, noise = torch.rand(6, 1, 4, 4, generator=g) * 2 - 1, torch.randn(6, 1, 4, 4, generator=g)
+    t = torch.tensor([0, 1, 200, 500, 900, 999])
+    ab = schedule.alphas_cumprod[t].reshape(-1, 1, 1, 1)
+    x_t = q_sample(x0, t, noise, schedule)
+    assert torch.equal(training_target(x0, noise, t, schedule, "epsilon"), noise)
+    assert torch.equal(training_target(x0, noise, t, schedule, "sample"), x0)
+    v = training_target(x0, noise, t, schedule, "v_prediction")
+    assert torch.allclose(v, ab.sqrt() * noise - (1 - ab).sqrt() * x0)
+    assert torch.allclose(ab.sqrt() * x_t - (1 - ab).sqrt() * v, x0, atol=1e-5)  # x0 back from v, exactly
+    with pytest.raises(ValueError, match="prediction_type must be one of"):
+        training_target(x0, noise, t, schedule, "noise")
+    with pytest.raises(ValueError, match="prediction_type must be one of"):
+        DiffusionConfig(prediction_type="v")
+
+
+def test_v_prediction_loss_regresses_v():
+    torch.manual_seed(0)
+    model = DiffusionModel(DiffusionConfig(base_channels=8, channel_mults=(1, 2), prediction_type="v_prediction"))
+    x0 = torch.rand(4, 1, 28, 28) * 2 - 1
+    loss = diffusion_loss(model, x0, torch.Generator().manual_seed(3))
+    g = torch.Generator().manual_seed(3)
+    t = torch.randint(0, 1000, (4,), generator=g)
+    noise = torch.randn(x0.shape, generator=g)
+    expected = F.mse_loss(model(q_sample(x0, t, noise, model.schedule), t), training_target(x0, noise, t, model.schedule,
+                                                                                          "v_prediction"))
+    assert torch.allclose(loss, expected)
+
+
+class VOnePointOracle(nn.Module):
+    """The exact v-predictor for a data set of one point: v = (sqrt(ab) x_t - x0) / sqrt(1 - ab)."""
+
+    def __init__(self, target: torch.Tensor, schedule):
+        super().__init__()
+        self.target = target.double()
+        self.alpha_bar = schedule.alphas_cumprod64
+        self.dummy = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x, t):
+        ab = self.alpha_bar[t].reshape(-1, *[1] * (x.ndim - 1))
+        return ((ab.sqrt() * x.double() - self.target) / (1 - ab).sqrt()).float()
+
+
+@pytest.mark.parametrize("kind,steps,clip", [("ddpm", 100, True), ("ddim", 20, False), ("ddim", 50, True),
+                                             ("dpmsolver", 20, True), ("dpmsolver", 10, False)])
+def test_v_prediction_samplers_return_the_one_data_point(kind, steps, clip):
+    pytest.importorskip("diffusers")
+    model = DiffusionModel(DiffusionConfig(base_channels=8, channel_mults=(1, 2), prediction_type="v_prediction"))
+    target = torch.rand(1, 1, 4, 4, generator=torch.Generator().manual_seed(0)) * 1.6 - 0.8
+    scheduler = model.scheduler(kind, clip_sample=clip)
+    assert scheduler.config.prediction_type == "v_prediction" if kind == "dpmsolver" else scheduler.prediction_type == "v_prediction"
+    out = sample_loop(VOnePointOracle(target, model.schedule), scheduler, (5, 1, 4, 4),
+                      generator=torch.Generator().manual_seed(1), num_inference_steps=steps)
+    assert torch.allclose(out, target.expand(5, -1, -1, -1), atol=1e-4)
+
+
+def test_dpm_solver_thresholding_is_the_same_clipping_as_ddim():
+    """The x0 treatment of DPM-Solver with thresholding at sample_max_value=1 is DDIM's clip to [-1, 1]."""
+    pytest.importorskip("diffusers")
+    scheduler = DiffusionModel(DiffusionConfig(base_channels=8, channel_mults=(1, 2))).scheduler("dpmsolver")
+    x0 = 3 * torch.randn(4, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    assert scheduler.config.thresholding and scheduler.config.timestep_spacing == "leading"
+    assert torch.equal(scheduler._threshold_sample(x0), x0.clamp(-1, 1))
+    assert not DiffusionModel(DiffusionConfig(base_channels=8, channel_mults=(1, 2))).scheduler(
+        "dpmsolver", clip_sample=False).config.thresholding
 
 
 # --- the shipped checkpoint and the training command ------------------------------------------
@@ -315,10 +394,37 @@ def test_train_ddpm_command(tmp_path):
 
     out = tmp_path / "ddpm"
     assert main(["train", "ddpm", "--epochs", "1", "--max-steps", "3", "--base-channels", "8", "--channel-mults", "1", "2",
-                 "--eval-samples", "12", "--eval-samplers", "ddim-4", "ddpm-10", "--out", str(out), "--quiet",
-                 "--device", "cpu", "--schedule", "cosine"]) == 0
+                 "--eval-samples", "12", "--eval-samplers", "ddim-4", "ddpm-10", "--eval-x0", "clip", "--out", str(out),
+                 "--quiet", "--device", "cpu", "--schedule", "cosine", "--prediction-type", "v_prediction"]) == 0
     record = json.loads((out / "training.json").read_text())
     assert record["epochs"] == 1 and record["data"]["train_images"] == 4000 and record["steps"] == 3
-    assert set(record["metrics"]["sampling"]) == {"ddim-4", "ddpm-10"}
+    evaluation = record["metrics"]["evaluation"]
+    assert set(evaluation["samplers"]) == {"ddim-4", "ddpm-10"} and evaluation["num_samples"] == 12
+    row = evaluation["samplers"]["ddim-4"]["clip"]
+    assert row["fid_over_floor"] == pytest.approx(row["fid"] / evaluation["floor"]["fid"])
+    assert sum(row["class_histogram"]) == 12 and len(row["class_histogram"]) == 11 and 0 <= row["near_copies"] <= 1
+    # the decay the EMA really reached after 3 warm-up steps (step s uses (1 + s) / (10 + s)), not the nominal 0.999
+    assert record["metrics"]["ema_decay_reached"] == pytest.approx(3 / 12)
     model = load_checkpoint(out)
     assert model.config.schedule == "cosine" and model.config.channel_mults == (1, 2)
+    assert model.config.prediction_type == "v_prediction"
+
+
+def test_train_ddpm_with_fewer_steps_than_the_warm_up_divisor(tmp_path):
+    """One epoch of one batch: the learning-rate warm-up has at least one step (it divided by zero)."""
+    from coursekit.cli import main
+
+    assert main(["train", "ddpm", "--epochs", "1", "--batch-size", "4000", "--base-channels", "8", "--channel-mults", "1",
+                 "2", "--eval-samplers", "--out", str(tmp_path / "d"), "--quiet", "--device", "cpu"]) == 0
+    assert json.loads((tmp_path / "d" / "training.json").read_text())["steps"] == 1
+
+
+def test_sampler_specs_are_parsed_or_refused():
+    from coursekit.cli import parse_sampler_spec
+
+    assert parse_sampler_spec("ddpm-1000") == {"sampler": "ddpm", "steps": 1000, "eta": 0.0}
+    assert parse_sampler_spec("ddim-20-eta1") == {"sampler": "ddim", "steps": 20, "eta": 1.0}
+    assert parse_sampler_spec("dpmsolver-20")["sampler"] == "dpmsolver"
+    for bad in ["ddim", "ddim-x", "euler-10", "ddpm-10-eta1", "ddim-10-etax", "ddim-10-foo"]:
+        with pytest.raises(SystemExit, match="expected"):
+            parse_sampler_spec(bad)

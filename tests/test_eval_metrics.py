@@ -267,3 +267,71 @@ def test_train_robust_classifier_command(tmp_path):
     assert sum(metrics["ae_latent16_random_decodes_histogram"]) == 1000
     assert record["sensitivity"]["num_samples"] == 100 and record["sensitivity"]["command"] == record["command"]
     assert load_checkpoint(out).config.num_classes == NOT_A_DIGIT + 1
+
+
+# ----------------------------------------------------------------------------------------------
+# Memorisation and the 11-bin histogram
+# ----------------------------------------------------------------------------------------------
+
+def test_memorisation_report_finds_copies_and_only_copies():
+    from coursekit.data import load_mnist
+    from coursekit.eval.quality import memorisation_report, nearest_training_distances
+
+    train = load_mnist("train", source="bundled").images
+    copies = memorisation_report(train[:300], pixel_range=(0, 1), num_samples=300)
+    assert copies["median"] == pytest.approx(0.0, abs=1e-4) and copies["near_copies"] == 1.0
+    held_out = reference_digits(300, 0)["held_out"]
+    fresh = memorisation_report(held_out, pixel_range=(0, 1), num_samples=300)
+    assert fresh["median"] == pytest.approx(fresh["held_out_median"]) and fresh["near_copies"] <= 0.01
+    # distances are Euclidean in [0, 1] pixels: a training digit shifted by one pixel is that far from itself at most
+    shifted = torch.roll(train[:5], 1, dims=-1)
+    direct = (shifted.flatten(1) - train[:5].flatten(1)).norm(dim=1).double()
+    assert (nearest_training_distances(shifted, pixel_range=(0, 1)) <= direct + 1e-6).all()
+    noise = memorisation_report(torch.rand(300, 1, 28, 28, generator=torch.Generator().manual_seed(0)),
+                                pixel_range=(0, 1), num_samples=300)
+    assert noise["median"] > 2 * fresh["median"] and noise["near_copies"] == 0.0
+    symmetric = memorisation_report(train[:300] * 2 - 1, pixel_range=(-1, 1), num_samples=300)
+    assert symmetric["near_copies"] == 1.0
+    with pytest.raises(ValueError, match="only 300 samples"):
+        memorisation_report(train[:300], pixel_range=(0, 1), num_samples=400)
+
+
+def test_digit_histogram_has_a_not_a_digit_bin():
+    from coursekit.eval.corruptions import uniform_noise
+    from coursekit.eval.quality import digit_histogram
+
+    held_out = reference_digits(200, 0)["held_out"]
+    digits = digit_histogram(held_out, pixel_range=(0, 1))
+    assert len(digits) == NOT_A_DIGIT + 1 and sum(digits) == 200 and digits[NOT_A_DIGIT] <= 4
+    noise = digit_histogram(uniform_noise(200, torch.Generator().manual_seed(0)), pixel_range=(0, 1))
+    assert noise[NOT_A_DIGIT] >= 190  # the old classifier called all of these an 8
+
+
+GENERATORS = ["ae-latent2", "ae-latent4", "ae-latent8", "ae-latent16", "ae-latent32", "ae-denoising", "ae-anomaly", "vae",
+              "vae-latent2", "vae-beta0.25", "vae-beta4", "vae-anomaly", "dcgan", "wgan-gp"]
+
+
+@pytest.mark.parametrize("name", GENERATORS)
+def test_every_shipped_generator_is_measured_on_the_validated_metric(name):
+    evaluation = read_record(name)["metrics"]["evaluation"]
+    assert evaluation["num_samples"] == 1000 and evaluation["reference_seed"] == 0
+    row, floor = evaluation["samples"], evaluation["floor"]
+    assert row["fid_over_floor"] == pytest.approx(row["fid"] / floor["fid"])
+    assert sum(row["class_histogram"]) == 1000 and len(row["class_histogram"]) == NOT_A_DIGIT + 1
+    assert floor["fid"] == pytest.approx(real_floor(num_samples=1000)["fid"])  # the floor at the same N and reference
+
+
+def test_evaluate_command_rescores_a_generator_as_its_record_says(tmp_path):
+    """`coursekit evaluate` of a shipped generator at the record's N and seed gives the record's numbers."""
+    import shutil
+
+    from coursekit.checkpoint import resolve
+    from coursekit.cli import main
+
+    folder = tmp_path / "vae-latent2"
+    shutil.copytree(resolve("vae-latent2"), folder)
+    assert main(["evaluate", str(folder), "--write", "--why", "test"]) == 0
+    stored = json.loads((folder / "training.json").read_text())
+    again, before = stored["metrics"]["evaluation"]["samples"], read_record("vae-latent2")["metrics"]["evaluation"]["samples"]
+    assert again["fid"] == pytest.approx(before["fid"], rel=1e-6) and again["class_histogram"] == before["class_histogram"]
+    assert stored["evaluations"][-1]["why"] == "test" and stored["evaluations"][-1]["stored_in"] == "metrics.evaluation"

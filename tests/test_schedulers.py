@@ -166,7 +166,8 @@ def test_clipping_and_final_step_match_diffusers():
     x, eps = _inputs(2)
     x = 3 * x  # so that the predicted x0 leaves [-1, 1] and gets clipped
     for t in ours.timesteps.tolist():
-        a, b = ours.step(eps, t, x), ref.step(eps, t, x)
+        # diffusers' default keeps the raw noise next to the clipped x0; ours must be asked for it
+        a, b = ours.step(eps, t, x, use_clipped_model_output=False), ref.step(eps, t, x)
         assert torch.allclose(a.prev_sample, b.prev_sample, atol=1e-5)
         assert a.pred_original_sample.abs().max() <= 1.0
     # the last DDIM step (t = 0 -> alpha_bar = 1) returns the clipped predicted x0 itself
@@ -188,8 +189,8 @@ def test_clipped_model_output_equals_diffusers(eta):
         # t = 40), which magnifies diffusers' float32 alpha_bar error (see test_step_equals_diffusers)
         tolerance = 1e-5 if t >= 100 else 1e-4
         assert torch.allclose(a.prev_sample, b.prev_sample, rtol=tolerance, atol=tolerance), t
-    plain = ours.step(eps, 600, x).prev_sample
-    assert not torch.allclose(plain, ours.step(eps, 600, x, use_clipped_model_output=True).prev_sample)
+    raw = ours.step(eps, 600, x, use_clipped_model_output=False).prev_sample
+    assert not torch.allclose(raw, ours.step(eps, 600, x).prev_sample)  # the course's default recomputes the noise
 
 
 def test_ddpm_adds_no_noise_at_the_last_step():
@@ -256,3 +257,87 @@ def test_out_of_range_timesteps_raise_clear_errors():
         ddim.step(eps, 900, x, eta=-0.1)
     with pytest.raises(ValueError, match="variance_type"):
         DDPMScheduler(variance_type="learned")
+
+
+def test_the_course_s_ddim_step_is_the_exact_step_for_the_clipped_x0():
+    """The default DDIM step recomputes the noise from the clipped x0, so it equals the unclipped
+    DDIM step of a model that had predicted that x0 exactly; diffusers' default (raw noise) differs
+    from it by sqrt(1 - alpha_bar_prev) (eps_raw - eps_clipped): a term of fixed size per step."""
+    ours = DDIMScheduler()
+    plain = DDIMScheduler(clip_sample=False)
+    ours.set_timesteps(20)
+    plain.set_timesteps(20)
+    x, eps = _inputs(4)
+    x = 3 * x
+    for t in ours.timesteps.tolist()[:-1]:
+        step = ours.step(eps, t, x)
+        ab = ours.alphas_cumprod.double()[t]
+        ab_prev = ours.alphas_cumprod.double()[t - 50]
+        x0 = step.pred_original_sample.double()
+        assert x0.abs().max() <= 1.0
+        eps_clipped = (x.double() - ab.sqrt() * x0) / (1 - ab).sqrt()
+        exact = plain.step(eps_clipped.float(), t, x).prev_sample
+        assert torch.allclose(step.prev_sample, exact, atol=1e-5), t
+        raw = ours.step(eps, t, x, use_clipped_model_output=False).prev_sample
+        gap = (raw.double() - step.prev_sample.double()) - (1 - ab_prev).sqrt() * (eps.double() - eps_clipped)
+        assert gap.abs().max() < 1e-4, t
+
+
+@pytest.mark.parametrize("prediction_type", ["v_prediction", "sample"])
+@pytest.mark.parametrize("which,clip", [("ddpm", False), ("ddpm", True), ("ddim", False), ("ddim", True)])
+def test_other_parameterisations_equal_diffusers(prediction_type, which, clip):
+    """v- and x0-prediction: every step equals diffusers' (the noise flag explicit for DDIM)."""
+    ours, ref = _pair("linear", which, prediction_type=prediction_type, clip_sample=clip)
+    ours.set_timesteps(50)
+    ref.set_timesteps(50)
+    x, out = _inputs(5)
+    x = 2 * x
+    extra = {"eta": 0.5, "use_clipped_model_output": True} if which == "ddim" else {}
+    for t in ours.timesteps.tolist():
+        a = ours.step(out, t, x, generator=torch.Generator().manual_seed(t), **extra)
+        b = ref.step(out, t, x, generator=torch.Generator().manual_seed(t), **extra)
+        # x0-prediction divides by sqrt(1 - alpha_bar_t) (0.01 at t = 0) where diffusers' float32 alpha_bar is coarse
+        tolerance = 1e-5 if t >= 100 else 1e-3
+        assert torch.allclose(a.pred_original_sample, b.pred_original_sample, rtol=1e-5, atol=1e-5), t
+        assert torch.allclose(a.prev_sample, b.prev_sample, rtol=tolerance, atol=tolerance), t
+
+
+def test_v_prediction_inverts_the_forward_process_exactly():
+    """With v = sqrt(a) eps - sqrt(1 - a) x0 given exactly, the scheduler recovers x0 and eps at every t."""
+    scheduler = DDIMScheduler(prediction_type="v_prediction", clip_sample=False)
+    g = torch.Generator().manual_seed(0)
+    x0, eps = torch.rand(4, 1, 5, 5, generator=g) * 2 - 1, torch.randn(4, 1, 5, 5, generator=g)
+    for t in [0, 10, 500, 999]:
+        ab = scheduler._alpha_bar64[t]
+        x_t = (ab.sqrt() * x0.double() + (1 - ab).sqrt() * eps.double()).float()
+        v = (ab.sqrt() * eps.double() - (1 - ab).sqrt() * x0.double()).float()
+        x0_hat, eps_hat = scheduler._predict_x0_and_eps(v, x_t, ab)
+        assert torch.allclose(x0_hat, x0, atol=1e-5) and torch.allclose(eps_hat, eps, atol=1e-5)
+
+
+def test_unknown_prediction_type_is_refused():
+    with pytest.raises(ValueError, match="prediction_type must be one of"):
+        DDPMScheduler(prediction_type="noise")
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+@pytest.mark.parametrize("num_steps", [1000, 50])
+def test_ddim_with_eta_one_is_ddpm_when_the_noise_agrees_with_the_clipped_x0(prediction_type, num_steps):
+    """DDIM at eta = 1 takes DDPM's step (same mean, same variance, same z), clipping included, when
+    it recomputes the noise from the clipped x0 (the course's default); with diffusers' default
+    (raw noise) the two differ wherever the clipping binds."""
+    ddim = DDIMScheduler(prediction_type=prediction_type)
+    ddpm = DDPMScheduler(prediction_type=prediction_type)
+    ddim.set_timesteps(num_steps)
+    ddpm.set_timesteps(num_steps)
+    x, out = _inputs(8)
+    x = 3 * x  # the predicted x0 leaves [-1, 1], so the clipping binds
+    differs = 0
+    for t in ddim.timesteps.tolist()[::max(1, num_steps // 25)]:
+        z = torch.randn(x.shape, generator=torch.Generator().manual_seed(t))
+        a = ddim.step(out, t, x, eta=1.0, variance_noise=z).prev_sample
+        b = ddpm.step(out, t, x, variance_noise=z).prev_sample
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-4), t
+        raw = ddim.step(out, t, x, eta=1.0, variance_noise=z, use_clipped_model_output=False).prev_sample
+        differs += not torch.allclose(raw, b, atol=1e-3)
+    assert differs > 0

@@ -4,7 +4,8 @@
     coursekit train robust-classifier --out src/coursekit/checkpoints/mnist-robust-classifier
     coursekit train autoencoder --latent-dim 2 --out src/coursekit/checkpoints/ae-latent2
     coursekit train vae --latent-dim 16 --beta 1 --out src/coursekit/checkpoints/vae
-    coursekit train ddpm --out src/coursekit/checkpoints/ddpm
+    coursekit train ddpm --prediction-type v_prediction --out src/coursekit/checkpoints/ddpm
+    coursekit evaluate ddpm --samplers ddpm-1000 ddim-50 dpmsolver-20 --x0 clip none --write
     coursekit train dcgan --out src/coursekit/checkpoints/dcgan
     coursekit train wgan-gp --out src/coursekit/checkpoints/wgan-gp
     coursekit sample ae-latent16 --num-samples 64 --out grid.png
@@ -171,6 +172,7 @@ def train_autoencoder(args) -> dict:
     quality = sample_quality(random_decodes)
     metrics["random_latent_fid"] = quality["fid"]
     metrics["random_latent_fid_ratio"] = quality["fid_ratio"]
+    metrics["evaluation"] = evaluate_model_samples(model, 1000, args.seed, SAMPLING_OF["autoencoder"] + f", seed {args.seed}")
     save_checkpoint(model, args.out, _record(args, model, history, train_set, metrics))
     return metrics
 
@@ -212,6 +214,7 @@ def train_vae(args) -> dict:
     metrics.update({"sample_fid": quality["fid"], "sample_kid": quality["kid"], "fid_floor": quality["fid_floor"],
                     "kid_floor": quality["kid_floor"], "sample_fid_ratio": quality["fid_ratio"],
                     "sample_class_histogram": class_histogram(samples).tolist()})
+    metrics["evaluation"] = evaluate_model_samples(model, 1000, args.seed, SAMPLING_OF["vae"] + f", seed {args.seed}")
     save_checkpoint(model, args.out, _record(args, model, history, train_set, metrics))
     return metrics
 
@@ -255,7 +258,9 @@ def train_gan_command(args) -> dict:
                "kid_floor": quality["kid_floor"], "sample_fid_ratio": quality["fid_ratio"], "eval_samples": len(samples),
                "sample_class_histogram": histogram, **class_spread(histogram),
                "last_50_steps": {key: sum(s[key] for s in last if key in s) / max(1, sum(key in s for s in last))
-                                 for key in ("d_loss", "g_loss", "d_real", "d_fake")}}
+                                 for key in ("d_loss", "g_loss", "d_real", "d_fake")},
+               "evaluation": evaluate_model_samples(gan, len(samples), args.seed + 1,
+                                                    SAMPLING_OF["gan"] + f", seed {args.seed + 1}")}
     shim = SimpleNamespace(device=history.device, seconds=history.seconds, step_losses=history.steps,
                            epoch_losses=[None] * len(history.grids))
     record = _record(args, gan, shim, train_set, metrics)
@@ -280,6 +285,7 @@ class EMA:
         import copy
 
         self.decay = decay
+        self.reached = 0.0  # the decay of the last update (the warm-up below starts far lower)
         self.model = copy.deepcopy(model).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
@@ -287,59 +293,172 @@ class EMA:
     @torch.no_grad()
     def update(self, model: torch.nn.Module, step: int) -> None:
         decay = min(self.decay, (1 + step) / (10 + step))  # average over fewer steps early in training
+        self.reached = decay
         for ema_p, p in zip(self.model.parameters(), model.parameters()):
             ema_p.lerp_(p.detach(), 1 - decay)
 
 
-def evaluate_samplers(model, specs: list[str], num_samples: int, seed: int, quiet: bool = True,
-                      use_clipped_model_output: bool = False) -> dict:
-    """Classifier-FID/KID, class histogram and wall time of ``num_samples`` samples per sampler spec
-    such as ``"ddpm-1000"`` or ``"ddim-50"``."""
-    from coursekit.diffusion import time_sampler
-    from coursekit.eval.metrics import class_histogram, sample_quality
+def parse_sampler_spec(spec: str) -> dict:
+    """``"ddpm-1000"``, ``"ddim-50"``, ``"ddim-20-eta1"``, ``"dpmsolver-20"`` -> sampler, steps, eta."""
+    parts = spec.split("-")
+    sampler, steps = parts[0], parts[1] if len(parts) > 1 else ""
+    eta = 0.0
+    if len(parts) == 3 and parts[2].startswith("eta") and sampler == "ddim":
+        try:
+            eta = float(parts[2][3:])
+        except ValueError:
+            eta = -1.0
+    if sampler not in ("ddpm", "ddim", "dpmsolver") or not steps.isdigit() or len(parts) > 3 or eta < 0 \
+            or (len(parts) == 3 and not parts[2].startswith("eta")) or (len(parts) == 3 and sampler != "ddim"):
+        raise SystemExit(f"sampler spec {spec!r}: expected 'ddpm-N', 'ddim-N', 'ddim-N-etaE' or 'dpmsolver-N', "
+                         "e.g. ddim-50 or ddim-20-eta1")
+    return {"sampler": sampler, "steps": int(steps), "eta": eta}
 
-    results: dict = {"sampling": {}}
-    for spec in specs:
-        sampler, _, steps = spec.partition("-")
-        if sampler not in ("ddpm", "ddim") or not steps.isdigit():
-            raise SystemExit(f"sampler spec {spec!r}: expected 'ddpm-N' or 'ddim-N', e.g. ddim-50")
-        if use_clipped_model_output and sampler != "ddim":
-            raise SystemExit(f"--use-clipped-model-output applies to DDIM only, not to {spec!r}")
-        images, seconds = time_sampler(model, sampler, int(steps), num_samples, seed=seed,
-                                       use_clipped_model_output=use_clipped_model_output)
-        quality = sample_quality(images)
-        results["sampling"][spec] = {"fid": quality["fid"], "kid": quality["kid"], "fid_ratio": quality["fid_ratio"],
-                                     "seconds": round(seconds, 1), "class_histogram": class_histogram(images).tolist()}
-        results["fid_floor"], results["kid_floor"] = quality["fid_floor"], quality["kid_floor"]
-        if not quiet:
-            print(spec, results["sampling"][spec], flush=True)
+
+X0_TREATMENTS = {"clip": "x0 clipped to [-1, 1] at every step (DDIM recomputes the noise from it; "
+                         "DPM-Solver's thresholding with sample_max_value=1, the same clipping)",
+                 "none": "x0 used as predicted, never clipped (the final image is clamped to [0, 1], as every sampler's output is)"}
+
+
+def quality_row(scores: dict, memorisation: dict | None = None, seconds: float | None = None) -> dict:
+    """One row of a record's ``evaluation``: FID and KID beside the floor at the same N,
+    precision, recall, the 11-class histogram, and optionally memorisation and time."""
+    floor = scores["floor"]
+    row = {"fid": scores["fid"], "fid_over_floor": scores["fid"] / floor["fid"], "kid": scores["kid"],
+           "kid_interval": scores["kid_interval"], "precision": scores["precision"], "recall": scores["recall"],
+           "not_a_digit": scores["not_a_digit"], "class_histogram": scores["class_histogram"]}
+    if memorisation is not None:
+        row["nearest_train_median"] = memorisation["median"]
+        row["near_copies"] = memorisation["near_copies"]
+    if seconds is not None:
+        row["seconds"] = round(seconds, 1)
+    return row
+
+
+REFERENCE_SEED = 0  # which N training digits are the reference, and which N held-out digits the floor's samples
+
+
+def evaluation_header(num_samples: int, seed: int) -> dict:
+    """What every ``evaluation`` entry states once: the metric, N, the sampling seed, and the floor at
+    that N (always with the reference drawn by ``REFERENCE_SEED``, as :func:`score_samples` is called)."""
+    from coursekit.eval.quality import memorisation_report, real_floor, reference_digits
+
+    floor = real_floor(num_samples=num_samples, seed=REFERENCE_SEED)
+    held_out = memorisation_report(reference_digits(num_samples, REFERENCE_SEED)["held_out"], pixel_range=(0, 1),
+                                   num_samples=num_samples, seed=REFERENCE_SEED)
+    return {"metric": "coursekit.eval.quality.score_samples: FID, KID, precision/recall (k=3) on the "
+                      "mnist-robust-classifier's features, against N bundled training digits",
+            "num_samples": num_samples, "seed": seed, "reference_seed": REFERENCE_SEED,
+            "floor": {"fid": floor["fid"], "kid": floor["kid"], "kid_interval": floor["kid_interval"],
+                      "precision": floor["precision"], "recall": floor["recall"], "not_a_digit": floor["not_a_digit"],
+                      "class_histogram": floor["class_histogram"], "nearest_train_median": held_out["held_out_median"],
+                      "near_copies": held_out["near_copies"],
+                      "what": f"{num_samples} bundled held-out digits scored like samples"}}
+
+
+def evaluate_model_samples(model, num_samples: int, seed: int, what: str) -> dict:
+    """The validated metric for a model with ``sample(n, generator)`` (autoencoder random codes, VAE,
+    GAN): ``num_samples`` samples drawn with ``seed``, scored at that N beside the floor at that N."""
+    from coursekit.eval.quality import memorisation_report, score_samples
+
+    start = time.perf_counter()
+    samples = model.sample(num_samples, generator=torch.Generator().manual_seed(seed))
+    seconds = time.perf_counter() - start
+    scores = score_samples(samples, pixel_range=(0, 1), num_samples=num_samples, seed=REFERENCE_SEED)
+    memorisation = memorisation_report(samples, pixel_range=(0, 1), num_samples=num_samples, seed=REFERENCE_SEED)
+    return {**evaluation_header(num_samples, seed), "sampling": what,
+            "samples": quality_row(scores, memorisation, seconds)}
+
+
+def evaluate_samplers(model, specs: list[str], num_samples: int, seed: int, quiet: bool = True,
+                      x0: tuple[str, ...] = ("clip",), use_clipped_model_output: bool | None = None) -> dict:
+    """Sample quality of a diffusion model per sampler spec (``"ddpm-1000"``, ``"ddim-50"``,
+    ``"ddim-20-eta1"``, ``"dpmsolver-20"``) and x0 treatment (``"clip"``, ``"none"``), each on
+    ``num_samples`` samples drawn from seed ``seed``, on the validated metric at that N beside the
+    floor at that N (:func:`coursekit.eval.quality.score_samples`), with memorisation and time."""
+    from coursekit.diffusion import time_sampler
+    from coursekit.eval.quality import memorisation_report, score_samples
+
+    parsed = {spec: parse_sampler_spec(spec) for spec in specs}
+    for treatment in x0:
+        if treatment not in X0_TREATMENTS:
+            raise SystemExit(f"x0 treatment {treatment!r}: expected one of {sorted(X0_TREATMENTS)}")
+    if use_clipped_model_output is not None and any(p["sampler"] != "ddim" for p in parsed.values()):
+        raise SystemExit("--use-clipped-model-output applies to DDIM only")
+    results = {**evaluation_header(num_samples, seed), "x0": {t: X0_TREATMENTS[t] for t in x0},
+               "timestep_spacing": "leading (every T // steps-th timestep, from the largest)",
+               "prediction_type": model.config.prediction_type, "samplers": {}}
+    for spec, p in parsed.items():
+        for treatment in x0:
+            images, seconds = time_sampler(model, p["sampler"], p["steps"], num_samples, seed=seed, clip=treatment == "clip",
+                                           eta=p["eta"], use_clipped_model_output=use_clipped_model_output)
+            scores = score_samples(images, pixel_range=(0, 1), num_samples=num_samples, seed=REFERENCE_SEED)
+            memorisation = memorisation_report(images, pixel_range=(0, 1), num_samples=num_samples, seed=REFERENCE_SEED)
+            row = quality_row(scores, memorisation, seconds)
+            if use_clipped_model_output is False:
+                row["use_clipped_model_output"] = False
+            results["samplers"].setdefault(spec, {})[treatment] = row
+            if not quiet:
+                print(f"{spec:14s} x0={treatment:4s} FID {row['fid']:7.3f} ({row['fid_over_floor']:5.2f}x floor) "
+                      f"KID {row['kid']:.3g} P {row['precision']:.3f} R {row['recall']:.3f} "
+                      f"not-a-digit {row['not_a_digit']} near-copies {row['near_copies']:.3f} {seconds:.0f} s", flush=True)
     return results
 
 
+SAMPLING_OF = {"autoencoder": "decodes of codes z ~ N(0, I) (the autoencoder was never trained to make these)",
+               "vae": "decodes of z ~ N(0, I), the prior (the decoder's mean image)",
+               "gan": "G(z), z ~ N(0, I)"}
+
+
+def _training_sample_seed(record: dict) -> int:
+    """The seed the training command drew its evaluation samples with (GANs: seed + 1, others: seed)."""
+    seed = int(record.get("seed", 0))
+    return seed + 1 if record.get("command", "").split()[2:3] in (["dcgan"], ["wgan-gp"]) else seed
+
+
 def evaluate(args) -> dict:
-    """Re-measure samplers of a diffusion checkpoint; ``--write`` stores them in its training.json,
-    keeping the replaced numbers and the command in the record's ``evaluations`` list."""
+    """Re-measure samplers of a diffusion checkpoint on the validated metric; ``--write`` stores them
+    in its training.json under ``metrics.evaluation`` (merged per sampler and x0 treatment), with the
+    command in the record's ``evaluations`` list."""
     from coursekit import __version__
     from coursekit.checkpoint import RECORD_NAME, load_checkpoint, read_record, resolve
 
     device = torch.device(args.device) if args.device else get_device()
     model = load_checkpoint(args.checkpoint, device=device)
+    if not hasattr(model, "sample"):
+        raise SystemExit(f"checkpoint {args.checkpoint!r} holds a {model.model_type}, which cannot sample")
+    record = read_record(args.checkpoint)
     if model.model_type != "ddpm":
-        raise SystemExit(f"checkpoint {args.checkpoint!r} holds a {model.model_type}; evaluate needs a diffusion model")
-    results = evaluate_samplers(model, args.samplers, args.num_samples, args.seed, quiet=False,
-                                use_clipped_model_output=args.use_clipped_model_output)
+        seed = args.seed if args.seed is not None else _training_sample_seed(record)
+        what = SAMPLING_OF.get(model.model_type, "model.sample") + f", seed {seed}"
+        results = evaluate_model_samples(model.cpu(), args.num_samples, seed, what)
+        row = results["samples"]
+        print(f"{args.checkpoint}: FID {row['fid']:.3f} ({row['fid_over_floor']:.2f}x the floor {results['floor']['fid']:.3f} "
+              f"at N={args.num_samples}) KID {row['kid']:.3g} P {row['precision']:.3f} R {row['recall']:.3f} "
+              f"not-a-digit {row['not_a_digit']} near-copies {row['near_copies']:.3f}", flush=True)
+    else:
+        results = evaluate_samplers(model, args.samplers, args.num_samples, 1 if args.seed is None else args.seed,
+                                    quiet=False, x0=tuple(args.x0), use_clipped_model_output=False if args.raw_noise else None)
+    results["device"] = str(device)
     if args.write:
-        record = read_record(args.checkpoint)
         metrics = record.setdefault("metrics", {})
-        replaced = {spec: metrics.get(args.key, {}).get(spec) for spec in args.samplers
-                    if spec in metrics.get(args.key, {})}
-        metrics.setdefault(args.key, {}).update(results["sampling"])
-        metrics["fid_floor"], metrics["kid_floor"] = results["fid_floor"], results["kid_floor"]
+        stored = metrics.get(args.key) if model.model_type == "ddpm" else None
+        if stored and (stored.get("num_samples"), stored.get("seed")) != (results["num_samples"], results["seed"]):
+            raise SystemExit(f"metrics.{args.key} holds N={stored.get('num_samples')}, seed {stored.get('seed')}; "
+                             f"this run is N={args.num_samples}, seed {args.seed}: use another --key")
+        if stored:
+            for spec, rows in results.pop("samplers").items():
+                stored["samplers"].setdefault(spec, {}).update(rows)
+            stored["x0"].update(results.pop("x0"))
+            stored.update(results)
+        else:
+            metrics[args.key] = results
         argv = args.argv if args.argv is not None else sys.argv[1:]
         record.setdefault("evaluations", []).append({
             "command": "coursekit " + " ".join(shlex.quote(a) for a in argv), "date": datetime.date.today().isoformat(),
-            "device": str(device), "samples": args.num_samples, "coursekit": __version__, "measured": args.samplers,
-            "stored_in": f"metrics.{args.key}", "replaced": replaced, "why": args.why})
+            "device": str(device), "samples": args.num_samples, "coursekit": __version__,
+            **({"measured": args.samplers, "x0": args.x0} if model.model_type == "ddpm" else {}),
+            "stored_in": f"metrics.{args.key}", "why": args.why})
         (resolve(args.checkpoint) / RECORD_NAME).write_text(json.dumps(record, indent=2) + "\n")
     return results
 
@@ -354,13 +473,13 @@ def train_ddpm(args) -> dict:
     torch.manual_seed(args.seed)
     model = DiffusionModel(DiffusionConfig(base_channels=args.base_channels, channel_mults=tuple(args.channel_mults),
                                            attention_levels=tuple(args.attention_levels), schedule=args.schedule,
-                                           num_train_timesteps=args.timesteps))
+                                           num_train_timesteps=args.timesteps, prediction_type=args.prediction_type))
     device = torch.device(args.device) if args.device else get_device()
     ema = EMA(model, args.ema_decay)
     ema.model.to(device)
     steps_per_epoch = (len(train_set) + args.batch_size - 1) // args.batch_size
     total = args.epochs * steps_per_epoch
-    warmup = min(200, total // 10)
+    warmup = max(1, min(200, total // 10))  # learning-rate warm-up steps (at least one: a 1-epoch run has few)
     history = train(model, make_loader(train_set, args.batch_size, generator=torch.Generator().manual_seed(args.seed)),
                     diffusion_loss, epochs=args.epochs, lr=args.lr, device=device, amp=args.amp,
                     generator=torch.Generator(device=device).manual_seed(args.seed), progress=not args.quiet,
@@ -368,8 +487,11 @@ def train_ddpm(args) -> dict:
                         opt, lambda step: min(1.0, (step + 1) / warmup) * max(0.05, 1 - step / total)),
                     on_step=ema.update, max_steps=args.max_steps)
     model = ema.model.to(device).eval()
-    metrics: dict = {"ema_decay": args.ema_decay, "eval_samples": args.eval_samples, "sampling_device": str(device)}
-    metrics.update(evaluate_samplers(model, args.eval_samplers, args.eval_samples, args.seed + 1, args.quiet))
+    metrics: dict = {"ema_decay": args.ema_decay, "ema_decay_reached": round(ema.reached, 6),
+                     "ema_warmup": "decay at step s = min(ema_decay, (1 + s) / (10 + s))", "eval_samples": args.eval_samples, "sampling_device": str(device)}
+    if args.eval_samplers:
+        metrics["evaluation"] = evaluate_samplers(model, args.eval_samplers, args.eval_samples, args.seed + 1, args.quiet,
+                                                  x0=tuple(args.eval_x0))
     save_checkpoint(model.cpu(), args.out, _record(args, model, history, train_set, metrics))
     return metrics
 
@@ -459,11 +581,15 @@ def build_parser() -> argparse.ArgumentParser:
                              help="levels with self-attention besides the middle block (0 = full resolution)")
             sub.add_argument("--schedule", choices=["linear", "cosine"], default="linear")
             sub.add_argument("--timesteps", type=int, default=1000)
+            sub.add_argument("--prediction-type", choices=["epsilon", "v_prediction", "sample"], default="epsilon",
+                             help="what the U-Net predicts: the noise, v = sqrt(a) eps - sqrt(1-a) x0, or x0")
             sub.add_argument("--ema-decay", type=float, default=0.999)
             sub.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps (smoke tests)")
             sub.add_argument("--eval-samples", type=int, default=1000)
-            sub.add_argument("--eval-samplers", nargs="*", default=["ddpm-1000", "ddim-100", "ddim-50", "ddim-20"],
-                             help="sampler-steps pairs to score (classifier-FID/KID and time)")
+            sub.add_argument("--eval-samplers", nargs="*", default=["ddpm-1000", "ddim-50", "dpmsolver-20"],
+                             help="sampler specs to score on the validated metric (none: skip; then use coursekit evaluate)")
+            sub.add_argument("--eval-x0", nargs="+", choices=["clip", "none"], default=["clip", "none"],
+                             help="x0 treatments to score each sampler under")
         if name in ("dcgan", "wgan-gp"):
             sub.add_argument("--latent-dim", type=int, default=64)
             sub.add_argument("--channels", type=int, default=64, help="width of G's last and D's first layer")
@@ -490,16 +616,23 @@ def build_parser() -> argparse.ArgumentParser:
     sampler.add_argument("--seed", type=int, default=0)
     sampler.add_argument("--out", default="samples.png")
 
-    evaluator = commands.add_parser("evaluate", help="re-measure the samplers of a diffusion checkpoint")
+    evaluator = commands.add_parser("evaluate", help="re-measure a checkpoint's samples (a diffusion model: per sampler "
+                                    "and x0 treatment) on the validated metric: FID/KID/precision/recall at N beside "
+                                    "the floor at N, and nearest-training-digit distances")
     evaluator.add_argument("checkpoint", help="checkpoint folder or shipped name")
-    evaluator.add_argument("--samplers", nargs="+", default=["ddpm-1000", "ddim-100", "ddim-50", "ddim-20"])
+    evaluator.add_argument("--samplers", nargs="+", default=["ddpm-1000", "ddim-50", "dpmsolver-20"],
+                           help="specs: ddpm-N, ddim-N, ddim-N-etaE (e.g. ddim-20-eta1), dpmsolver-N")
+    evaluator.add_argument("--x0", nargs="+", choices=["clip", "none"], default=["clip"],
+                           help="x0 treatments: clip (DPM-Solver: thresholding at 1) or none")
     evaluator.add_argument("--num-samples", type=int, default=1000)
-    evaluator.add_argument("--seed", type=int, default=1)
+    evaluator.add_argument("--seed", type=int, default=None,
+                           help="sampling seed (default: 1 for diffusion; the training command's for other models)")
     evaluator.add_argument("--device", default=None)
-    evaluator.add_argument("--use-clipped-model-output", action="store_true",
-                           help="DDIM recomputes the noise from the clipped x0 (diffusers' option of that name)")
+    evaluator.add_argument("--raw-noise", action="store_true",
+                           help="DDIM keeps the raw predicted noise next to the clipped x0 (diffusers' default, "
+                                "use_clipped_model_output=False) instead of the course's consistent step")
     evaluator.add_argument("--write", action="store_true", help="store the results in the checkpoint's training.json")
-    evaluator.add_argument("--key", default="sampling", help="metrics entry that --write stores the results under")
+    evaluator.add_argument("--key", default="evaluation", help="metrics entry that --write stores the results under")
     evaluator.add_argument("--why", default="", help="reason recorded with --write")
 
     grader = commands.add_parser(

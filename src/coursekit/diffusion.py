@@ -1,12 +1,14 @@
 """Diffusion models end to end: the forward process, the training loss, and the sampling loop.
 
 - :func:`q_sample` draws x_t ~ q(x_t | x_0) in one jump (DDPM eq. 4).
-- :func:`diffusion_loss` is DDPM's simplified objective (algorithm 1): || eps - eps_theta(x_t, t) ||^2.
+- :func:`diffusion_loss` is DDPM's simplified objective (algorithm 1): || eps - eps_theta(x_t, t) ||^2, or
+  the same squared error on v or x0 for a model that predicts those (:func:`training_target`).
 - :func:`sample_loop` is the whole reverse process in one function. It takes any scheduler with
   diffusers' interface: ours (:mod:`coursekit.schedulers`) or diffusers' own ``DDPMScheduler``,
   ``DDIMScheduler``, ``DPMSolverMultistepScheduler``.
-- :class:`DiffusionModel` is what a checkpoint holds: the U-Net plus the schedule it was trained
-  with, so that samplers are built with the right betas.
+- :class:`DiffusionModel` is what a checkpoint holds: the U-Net plus the schedule and the prediction type
+  (``"epsilon"``, ``"v_prediction"`` or ``"sample"``) it was trained with, so that samplers are built
+  with the right betas and read the network's output the right way.
 
 Images live in [-1, 1] inside a diffusion model (``load_mnist(scale="symmetric")``);
 :meth:`DiffusionModel.sample` returns them in [0, 1] like the other models' ``sample``.
@@ -26,7 +28,28 @@ from torch import nn
 
 from coursekit.checkpoint import register_model
 from coursekit.models.unet import UNet, UNetConfig
-from coursekit.schedulers import DDIMScheduler, DDPMScheduler, NoiseSchedule, make_schedule
+from coursekit.schedulers import PREDICTION_TYPES, DDIMScheduler, DDPMScheduler, NoiseSchedule, make_schedule
+
+SAMPLERS = ("ddpm", "ddim", "dpmsolver")
+
+
+def training_target(x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, schedule: NoiseSchedule,
+                    prediction_type: str = "epsilon") -> torch.Tensor:
+    """What the network learns to output for x_t = sqrt(alpha_bar) x0 + sqrt(1 - alpha_bar) eps
+    (diffusers' names for the three parameterisations):
+
+    - ``"epsilon"``: the noise eps (DDPM);
+    - ``"v_prediction"``: v = sqrt(alpha_bar) eps - sqrt(1 - alpha_bar) x0 (Salimans & Ho 2022, sec. 4);
+    - ``"sample"``: x0 itself.
+    """
+    if prediction_type == "epsilon":
+        return noise
+    if prediction_type == "sample":
+        return x0
+    if prediction_type == "v_prediction":
+        alpha_bar = schedule.alphas_cumprod.to(x0.device, x0.dtype)[t].reshape(-1, *([1] * (x0.ndim - 1)))
+        return alpha_bar.sqrt() * noise - (1 - alpha_bar).sqrt() * x0
+    raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
 
 
 def q_sample(x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, schedule: NoiseSchedule) -> torch.Tensor:
@@ -46,6 +69,12 @@ class DiffusionConfig(UNetConfig):
     num_train_timesteps: int = 1000
     beta_start: float = 1e-4
     beta_end: float = 0.02
+    prediction_type: str = "epsilon"
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.prediction_type not in PREDICTION_TYPES:
+            raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {self.prediction_type!r}")
 
     def unet_config(self) -> UNetConfig:
         names = {f.name for f in dataclasses.fields(UNetConfig)}
@@ -54,7 +83,7 @@ class DiffusionConfig(UNetConfig):
 
 @register_model("ddpm", DiffusionConfig)
 class DiffusionModel(nn.Module):
-    """A noise-predicting U-Net together with its noise schedule."""
+    """A U-Net together with its noise schedule and what it predicts (``config.prediction_type``)."""
 
     def __init__(self, config: DiffusionConfig | None = None):
         super().__init__()
@@ -65,36 +94,58 @@ class DiffusionModel(nn.Module):
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         return self.unet(x, timesteps, labels)
 
-    def scheduler(self, kind: str = "ddim"):
-        """A fresh scheduler (``"ddpm"`` or ``"ddim"``) with this model's schedule."""
+    def scheduler(self, kind: str = "ddim", *, clip_sample: bool = True):
+        """A fresh scheduler with this model's schedule and prediction type:
+
+        - ``"ddpm"``, ``"ddim"``: the course's own (:mod:`coursekit.schedulers`), "leading" timestep
+          spacing, x0 clipped to [-1, 1] when ``clip_sample``;
+        - ``"dpmsolver"``: diffusers' ``DPMSolverMultistepScheduler`` (DPM-Solver++, 2nd order),
+          "leading" spacing, and where ``clip_sample`` its ``thresholding`` with ``sample_max_value=1``,
+          which clips x0 to [-1, 1] exactly as DDIM does (the threshold s is clamped to [1, 1]).
+        """
         c = self.config
         kwargs = dict(num_train_timesteps=c.num_train_timesteps, beta_start=c.beta_start, beta_end=c.beta_end,
-                      beta_schedule=c.schedule)
+                      beta_schedule=c.schedule, prediction_type=c.prediction_type)
         if kind == "ddpm":
-            return DDPMScheduler(**kwargs)
+            return DDPMScheduler(clip_sample=clip_sample, **kwargs)
         if kind == "ddim":
-            return DDIMScheduler(**kwargs)
-        raise ValueError(f"kind must be 'ddpm' or 'ddim', got {kind!r}")
+            return DDIMScheduler(clip_sample=clip_sample, **kwargs)
+        if kind == "dpmsolver":
+            from diffusers import DPMSolverMultistepScheduler
+
+            return DPMSolverMultistepScheduler(**self.diffusers_config(), algorithm_type="dpmsolver++", solver_order=2,
+                                               thresholding=clip_sample, sample_max_value=1.0,
+                                               timestep_spacing="leading")
+        raise ValueError(f"kind must be one of {SAMPLERS}, got {kind!r}")
 
     def diffusers_config(self) -> dict:
-        """Keyword arguments that build a diffusers scheduler with the same schedule."""
+        """Keyword arguments that build a diffusers scheduler with the same schedule and prediction type."""
         c = self.config
         return dict(num_train_timesteps=c.num_train_timesteps, beta_start=c.beta_start, beta_end=c.beta_end,
-                    beta_schedule="squaredcos_cap_v2" if c.schedule == "cosine" else c.schedule)
+                    beta_schedule="squaredcos_cap_v2" if c.schedule == "cosine" else c.schedule,
+                    prediction_type=c.prediction_type)
 
     @torch.no_grad()
     def sample(self, num_samples: int, generator: torch.Generator | None = None, *, sampler: str = "ddim",
                num_inference_steps: int = 50, eta: float = 0.0, labels: torch.Tensor | None = None,
-               batch_size: int = 500, progress: bool = False, use_clipped_model_output: bool = False) -> torch.Tensor:
-        """``num_samples`` images in [0, 1], drawn with DDPM or DDIM in batches of ``batch_size``.
+               batch_size: int = 500, progress: bool = False, clip: bool = True,
+               use_clipped_model_output: bool | None = None) -> torch.Tensor:
+        """``num_samples`` images in [0, 1], drawn with ``sampler`` (``"ddpm"``, ``"ddim"`` or
+        ``"dpmsolver"``, see :meth:`scheduler`) in batches of ``batch_size``.
 
-        ``use_clipped_model_output=True`` makes DDIM recompute the noise from the clipped x0
-        (chapter 4 compares both; the default, False, is diffusers' default).
+        ``clip``: clip the predicted x0 to [-1, 1] at every step (DPM-Solver: the equivalent
+        thresholding), so that samplers are compared under one x0 treatment. DDIM recomputes the
+        noise from the clipped x0 (``use_clipped_model_output``, the course's default; pass False
+        for diffusers' default, which keeps the raw noise).
         """
-        scheduler = self.scheduler(sampler)
-        if use_clipped_model_output and sampler != "ddim":
+        if sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+        if use_clipped_model_output is not None and sampler != "ddim":
             raise ValueError("use_clipped_model_output applies to the DDIM sampler only")
-        step_kwargs = {"use_clipped_model_output": True} if use_clipped_model_output else None
+        scheduler = self.scheduler(sampler, clip_sample=clip)
+        step_kwargs = None
+        if sampler == "ddim":
+            step_kwargs = {"use_clipped_model_output": True if use_clipped_model_output is None else use_clipped_model_output}
         c = self.config
         out = []
         for start in range(0, num_samples, batch_size):
@@ -114,6 +165,9 @@ def diffusion_loss(model: nn.Module, batch, generator: torch.Generator | None = 
     1. pick t uniformly from 0 .. T-1 for each image;
     2. draw eps ~ N(0, I) and form x_t with :func:`q_sample`;
     3. return the mean squared error between eps and the model's prediction eps_theta(x_t, t).
+
+    A model whose ``config.prediction_type`` is ``"v_prediction"`` or ``"sample"`` regresses v or x0
+    instead (:func:`training_target`).
     """
     x0 = batch[0] if isinstance(batch, (list, tuple)) else batch
     schedule = schedule if schedule is not None else model.schedule
@@ -121,7 +175,8 @@ def diffusion_loss(model: nn.Module, batch, generator: torch.Generator | None = 
     t = torch.randint(0, len(schedule), (x0.shape[0],), generator=generator, device=device).to(x0.device)
     noise = torch.randn(x0.shape, generator=generator, device=device, dtype=x0.dtype).to(x0.device)
     x_t = q_sample(x0, t, noise, schedule)
-    return F.mse_loss(model(x_t, t), noise)
+    prediction_type = getattr(getattr(model, "config", None), "prediction_type", "epsilon")
+    return F.mse_loss(model(x_t, t), training_target(x0, noise, t, schedule, prediction_type))
 
 
 def _accepts(function: Callable, name: str) -> bool:
@@ -157,7 +212,7 @@ def sample_loop(model: nn.Module, scheduler, shape: tuple[int, ...], *, generato
         raise ValueError(f"{type(scheduler).__name__}.step takes no eta; use eta=0 with this scheduler")
     model.eval()
     for i, t in enumerate(tqdm(scheduler.timesteps, disable=not progress, leave=False)):
-        # 3. predict the noise in x_t
+        # 3. the network's output at x_t: the noise (DDPM), or v or x0, as the scheduler's prediction_type says
         model_input = scheduler.scale_model_input(x, t)
         t_batch = torch.full((shape[0],), int(t), device=device, dtype=torch.long)
         eps = model(model_input, t_batch, labels) if labels is not None else model(model_input, t_batch)
@@ -172,10 +227,11 @@ def sample_loop(model: nn.Module, scheduler, shape: tuple[int, ...], *, generato
 
 
 def time_sampler(model: DiffusionModel, sampler: str, num_inference_steps: int, num_samples: int,
-                 seed: int = 0, batch_size: int = 500, use_clipped_model_output: bool = False) -> tuple[torch.Tensor, float]:
+                 seed: int = 0, batch_size: int = 500, clip: bool = True, eta: float = 0.0,
+                 use_clipped_model_output: bool | None = None) -> tuple[torch.Tensor, float]:
     """Draw ``num_samples`` images and return them with the seconds it took."""
     start = time.perf_counter()
     images = model.sample(num_samples, torch.Generator().manual_seed(seed), sampler=sampler,
-                          num_inference_steps=num_inference_steps, batch_size=batch_size,
+                          num_inference_steps=num_inference_steps, batch_size=batch_size, clip=clip, eta=eta,
                           use_clipped_model_output=use_clipped_model_output)
     return images, time.perf_counter() - start

@@ -25,6 +25,9 @@ from dataclasses import dataclass
 import torch
 
 SCHEDULES = ("linear", "cosine")
+# What the network outputs (diffusers' names): the noise eps, v = sqrt(alpha_bar) eps - sqrt(1 - alpha_bar) x0
+# (Salimans & Ho 2022), or x0 itself.
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 
 
 def linear_betas(num_train_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> torch.Tensor:
@@ -112,9 +115,13 @@ class _Scheduler:
     order = 1
 
     def __init__(self, num_train_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02,
-                 beta_schedule: str = "linear", clip_sample: bool = True, clip_sample_range: float = 1.0):
+                 beta_schedule: str = "linear", clip_sample: bool = True, clip_sample_range: float = 1.0,
+                 prediction_type: str = "epsilon"):
         # diffusers calls the cosine schedule "squaredcos_cap_v2"; both names are accepted here.
         kind = "cosine" if beta_schedule == "squaredcos_cap_v2" else beta_schedule
+        if prediction_type not in PREDICTION_TYPES:
+            raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
+        self.prediction_type = prediction_type
         self.schedule = make_schedule(kind, num_train_timesteps, beta_start, beta_end)
         self.num_train_timesteps = num_train_timesteps
         self.beta_schedule = kind
@@ -157,13 +164,33 @@ class _Scheduler:
         """DDPM and DDIM feed x_t to the model unchanged (other diffusers schedulers rescale it)."""
         return sample
 
-    def _predict_x0(self, model_output: torch.Tensor, sample: torch.Tensor, alpha_bar_t: torch.Tensor) -> torch.Tensor:
-        # Invert eq. 4 with the predicted noise: x0 = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t)
-        # (DDPM eq. 15; DDIM eq. 9).
-        x0 = (sample - float((1 - alpha_bar_t).sqrt()) * model_output) / float(alpha_bar_t.sqrt())
+    def _predict_x0_and_eps(self, model_output: torch.Tensor, sample: torch.Tensor,
+                            alpha_bar_t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The model's guess of x0 (clipped if ``clip_sample``) and of the noise eps, from its output.
+
+        With a = sqrt(alpha_bar_t) and s = sqrt(1 - alpha_bar_t), x_t = a x0 + s eps, and:
+
+        - epsilon:      x0 = (x_t - s eps) / a          (DDPM eq. 15; DDIM eq. 9)
+        - v_prediction: x0 = a x_t - s v,  eps = a v + s x_t   (since a^2 + s^2 = 1)
+        - sample:       x0 is the output,  eps = (x_t - a x0) / s
+
+        Under epsilon-prediction an error in eps becomes an error s / a times larger in x0 (about 160
+        at t = 999 of the linear schedule); under v-prediction x0's error is at most v's.
+        The returned eps is the unclipped one (diffusers' ``pred_epsilon``).
+        """
+        a, s = float(alpha_bar_t.sqrt()), float((1 - alpha_bar_t).sqrt())
+        if self.prediction_type == "epsilon":
+            x0, eps = (sample - s * model_output) / a, model_output
+        elif self.prediction_type == "v_prediction":
+            x0, eps = a * sample - s * model_output, a * model_output + s * sample
+        else:
+            x0, eps = model_output, (sample - a * model_output) / s
         if self.clip_sample:
             x0 = x0.clamp(-self.clip_sample_range, self.clip_sample_range)
-        return x0
+        return x0, eps
+
+    def _predict_x0(self, model_output: torch.Tensor, sample: torch.Tensor, alpha_bar_t: torch.Tensor) -> torch.Tensor:
+        return self._predict_x0_and_eps(model_output, sample, alpha_bar_t)[0]
 
     def _noise(self, like: torch.Tensor, generator: torch.Generator | None,
                variance_noise: torch.Tensor | None = None) -> torch.Tensor:
@@ -188,10 +215,11 @@ class DDPMScheduler(_Scheduler):
 
     def __init__(self, num_train_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02,
                  beta_schedule: str = "linear", variance_type: str = "fixed_small", clip_sample: bool = True,
-                 clip_sample_range: float = 1.0):
+                 clip_sample_range: float = 1.0, prediction_type: str = "epsilon"):
         if variance_type not in ("fixed_small", "fixed_large"):
             raise ValueError(f"variance_type must be 'fixed_small' or 'fixed_large', got {variance_type!r}")
-        super().__init__(num_train_timesteps, beta_start, beta_end, beta_schedule, clip_sample, clip_sample_range)
+        super().__init__(num_train_timesteps, beta_start, beta_end, beta_schedule, clip_sample, clip_sample_range,
+                         prediction_type)
         self.variance_type = variance_type
 
     def previous_timestep(self, timestep: int) -> int:
@@ -220,7 +248,7 @@ class DDPMScheduler(_Scheduler):
     def step(self, model_output: torch.Tensor, timestep: int, sample: torch.Tensor,
              generator: torch.Generator | None = None, variance_noise: torch.Tensor | None = None,
              return_dict: bool = True):
-        """One reverse step x_t -> x_{t-1} from the predicted noise ``model_output``.
+        """One reverse step x_t -> x_{t-1} from the model's output (noise, v or x0: ``prediction_type``).
 
         The fresh noise z is drawn with ``generator``, or given as ``variance_noise``.
         """
@@ -250,21 +278,25 @@ class DDIMScheduler(_Scheduler):
 
     def __init__(self, num_train_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02,
                  beta_schedule: str = "linear", clip_sample: bool = True, set_alpha_to_one: bool = True,
-                 clip_sample_range: float = 1.0):
-        super().__init__(num_train_timesteps, beta_start, beta_end, beta_schedule, clip_sample, clip_sample_range)
+                 clip_sample_range: float = 1.0, prediction_type: str = "epsilon"):
+        super().__init__(num_train_timesteps, beta_start, beta_end, beta_schedule, clip_sample, clip_sample_range,
+                         prediction_type)
         self.final_alpha_cumprod = torch.tensor(1.0) if set_alpha_to_one else self.alphas_cumprod[0]
         self._final_alpha_bar64 = torch.tensor(1.0, dtype=torch.float64) if set_alpha_to_one else self._alpha_bar64[0]
 
     def step(self, model_output: torch.Tensor, timestep: int, sample: torch.Tensor, eta: float = 0.0,
-             use_clipped_model_output: bool = False, generator: torch.Generator | None = None,
+             use_clipped_model_output: bool = True, generator: torch.Generator | None = None,
              variance_noise: torch.Tensor | None = None, return_dict: bool = True):
         """One DDIM update x_t -> x_prev on the grid chosen by :meth:`set_timesteps`
         (z drawn with ``generator`` or given as ``variance_noise``).
 
-        ``use_clipped_model_output=True`` (diffusers' name) recomputes the noise from the clipped x0,
+        ``use_clipped_model_output=True`` (diffusers' name; **the course's default**, diffusers'
+        default is False) recomputes the noise from the clipped x0,
         eps = (x_t - sqrt(alpha_bar_t) x0) / sqrt(1 - alpha_bar_t), so that both terms of eq. 12
-        describe the same x0. Without it, clipping moves x0 but the direction term keeps the
-        unclipped noise, and a deterministic sampler carries that mismatch from step to step.
+        describe the same x0 and the step is the exact DDIM step for that x0. With False, clipping
+        moves x0 but the direction term keeps the unclipped noise: the step is the exact one minus a
+        term of fixed size, and a deterministic sampler adds one such term per step, so its error
+        grows with the number of steps. Without clipping the two are the same.
         """
         if self.num_inference_steps is None:
             raise RuntimeError("call set_timesteps(num_inference_steps) before step()")
@@ -274,15 +306,15 @@ class DDIMScheduler(_Scheduler):
         prev_t = t - self.num_train_timesteps // self.num_inference_steps
         alpha_bar_t = self._alpha_bar64[t]
         alpha_bar_prev = self._alpha_bar64[prev_t] if prev_t >= 0 else self._final_alpha_bar64
-        # 1. predicted x_0 ("predicted x_0" term of eq. 12), clipped
-        x0 = self._predict_x0(model_output, sample, alpha_bar_t)
+        # 1. predicted x_0 ("predicted x_0" term of eq. 12), clipped, and the predicted noise
+        x0, eps = self._predict_x0_and_eps(model_output, sample, alpha_bar_t)
         # 2. sigma_t (eq. 16): eta = 1 gives the DDPM posterior standard deviation, eta = 0 a deterministic step
         variance = (1 - alpha_bar_prev) / (1 - alpha_bar_t) * (1 - alpha_bar_t / alpha_bar_prev)
         sigma = eta * variance.sqrt()
-        if use_clipped_model_output:
-            model_output = (sample - float(alpha_bar_t.sqrt()) * x0) / float((1 - alpha_bar_t).sqrt())
+        if use_clipped_model_output and self.clip_sample:  # without clipping the recomputed noise is eps itself
+            eps = (sample - float(alpha_bar_t.sqrt()) * x0) / float((1 - alpha_bar_t).sqrt())
         # 3. "direction pointing to x_t" term of eq. 12
-        direction = float((1 - alpha_bar_prev - sigma**2).sqrt()) * model_output
+        direction = float((1 - alpha_bar_prev - sigma**2).sqrt()) * eps
         prev_sample = float(alpha_bar_prev.sqrt()) * x0 + direction
         # 4. random noise sigma_t * z (zero when eta = 0)
         if eta > 0:

@@ -73,6 +73,12 @@ def class_histogram_with_reject(classes: torch.Tensor) -> list[int]:
     return torch.bincount(classes.cpu(), minlength=NOT_A_DIGIT + 1).tolist()
 
 
+def digit_histogram(images: torch.Tensor, *, pixel_range: tuple[float, float], classifier: nn.Module | None = None) -> list[int]:
+    """How many of ``images`` the robust classifier reads as each digit 0-9, then how many it calls
+    "not a digit" (11 counts): a class histogram that does not invent a digit for a non-digit."""
+    return class_histogram_with_reject(extract_features(images, pixel_range=pixel_range, classifier=classifier)[1])
+
+
 # ----------------------------------------------------------------------------------------------
 # The three metrics on feature sets
 # ----------------------------------------------------------------------------------------------
@@ -246,6 +252,42 @@ def score_samples(samples: torch.Tensor, *, pixel_range: tuple[float, float], nu
     histogram = class_histogram_with_reject(classes)
     return {"num_samples": num_samples, **scores, "class_histogram": histogram, "not_a_digit": histogram[NOT_A_DIGIT],
             "floor": real_floor(num_samples=num_samples, seed=seed, classifier=classifier, k=k, kid_subsets=kid_subsets)}
+
+
+# ----------------------------------------------------------------------------------------------
+# Memorisation: are the samples copies of training digits?
+# ----------------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def nearest_training_distances(images: torch.Tensor, *, pixel_range: tuple[float, float],
+                               batch_size: int = 500) -> torch.Tensor:
+    """For each image, the Euclidean pixel distance (pixels in [0, 1], 784 of them) to its nearest
+    digit among all bundled training digits: ``(N,)`` float64."""
+    from coursekit.data import load_mnist
+
+    train = load_mnist("train", source="bundled").images.flatten(1).double()
+    images = to_unit_range(images, pixel_range).flatten(1).double()
+    return torch.cat([torch.cdist(images[start:start + batch_size], train).min(1).values
+                      for start in range(0, len(images), batch_size)])
+
+
+def memorisation_report(samples: torch.Tensor, *, pixel_range: tuple[float, float], num_samples: int,
+                        seed: int = 0) -> dict:
+    """Nearest-training-digit distances of the first ``num_samples`` samples beside those of as many
+    held-out digits (the same held-out digits as the floor of :func:`score_samples`).
+
+    A model can approach the FID floor by copying its 4,000 training digits; a copy sits much
+    closer to a training digit than held-out digits do. ``near_copies`` is the fraction of samples
+    closer to a training digit than the 1st percentile of the held-out digits' distances (about
+    0.01 for samples that are no closer to the training set than new real digits)."""
+    if len(samples) < num_samples:
+        raise ValueError(f"num_samples={num_samples} was asked for, but only {len(samples)} samples were given")
+    held_out = nearest_training_distances(reference_digits(num_samples, seed)["held_out"], pixel_range=(0, 1))
+    distances = nearest_training_distances(samples[:num_samples], pixel_range=pixel_range)
+    threshold = float(torch.quantile(held_out, 0.01))
+    return {"num_samples": num_samples, "median": float(distances.median()), "p01": float(torch.quantile(distances, 0.01)),
+            "held_out_median": float(held_out.median()), "held_out_p01": threshold,
+            "near_copies": float((distances < threshold).double().mean())}
 
 
 # ----------------------------------------------------------------------------------------------
