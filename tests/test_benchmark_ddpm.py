@@ -1,0 +1,48 @@
+"""The coursekit-vs-diffusers DDPM benchmark (benchmarks/ddpm_vs_diffusers.py) end to end, tiny:
+a 2-second budget per contestant, N = 20, a 2-step DDIM sampler."""
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import torch
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "ddpm_vs_diffusers.py"
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("ddpm_vs_diffusers", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_benchmark_runs_both_contestants(tmp_path):
+    bench = load_script()
+    out = tmp_path / "bench.json"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models: a second thread buys nothing and thrashes on a busy machine
+    try:
+        result = bench.main(["--budget-seconds", "2", "--num-samples", "20", "--samplers", "ddim-2", "--device", "cpu",
+                             "--seed", "0", "--out", str(out)])
+    finally:
+        torch.set_num_threads(threads)
+    written = json.loads(out.read_text())
+    assert written["contestants"].keys() == result["contestants"].keys() == {"coursekit", "diffusers"}
+    assert written["num_samples"] == written["floor"]["num_samples"] == 20 and written["device"] == "cpu"
+    assert math.isfinite(written["floor"]["fid"]) and written["floor"]["fid"] > 0
+    for name, record in written["contestants"].items():
+        assert record["steps"] > 0, name
+        assert record["parameters"] > 0 and record["train_seconds"] >= 2
+        assert math.isfinite(record["final_loss"])
+        row = record["samplers"]["ddim-2"]
+        for key in ("fid", "fid_over_floor", "kid", "precision", "recall", "near_copies", "sampling_seconds"):
+            assert math.isfinite(row[key]), (name, key)
+        # scored at N = 20, beside the floor at the same N (the one in the header)
+        assert row["num_samples"] == row["floor_num_samples"] == 20
+        assert row["floor_fid"] == written["floor"]["fid"]
+        assert math.isclose(row["fid_over_floor"], row["fid"] / written["floor"]["fid"], rel_tol=1e-9)
+        assert 0 <= row["not_a_digit"] <= 20
+    assert written["contestants"]["diffusers"]["model"] == "diffusers.UNet2DModel"
+    assert "| diffusers |" in written["table"] and "| coursekit |" in written["table"]
