@@ -14,7 +14,7 @@ def test_train_sample_info_round_trip(tmp_path, capsys):
     assert record["command"] == f"coursekit train autoencoder --latent-dim 2 --epochs 1 --out {out} --quiet --device cpu"
     assert record["data"] == {"name": "mnist", "source": "bundled", "train_images": 4000}
     assert record["device"] == "cpu" and record["epochs"] == 1 and record["train_seconds"] > 0
-    assert 0 < record["metrics"]["test_mse"] < 0.2 and record["metrics"]["random_latent_fid_ratio"] > 1
+    assert 0 < record["metrics"]["test_mse"] < 0.2 and record["metrics"]["evaluation"]["samples"]["fid_over_floor"] > 1
     model = load_checkpoint(out)
     assert model.config.latent_dim == 2
 
@@ -38,7 +38,7 @@ def test_train_vae_records_likelihoods(tmp_path):
     assert metrics["iw_samples"] == 5 and metrics["held_out_digit"] == 2 and 0 <= metrics["anomaly_auc_elbo"] <= 1
     assert metrics["test_elbo"] < 0 and metrics["test_kl"] > 0
     assert metrics["test_elbo"] == pytest.approx(metrics["test_reconstruction"] - metrics["test_kl"])
-    assert sum(metrics["sample_class_histogram"]) == 1000
+    assert sum(metrics["evaluation"]["samples"]["class_histogram"]) == 1000
     model = load_checkpoint(out)
     assert model.config.beta == 0.5 and model.config.latent_dim == 4
 
@@ -54,8 +54,9 @@ def test_train_gan_records_fid_and_class_coverage(tmp_path, model):
     record = json.loads((out / "training.json").read_text())
     metrics = record["metrics"]
     assert record["steps"] == 4 and record["data"]["train_images"] == 4000
-    assert sum(metrics["sample_class_histogram"]) == 100 and metrics["sample_fid_ratio"] > 0
-    assert 0 <= metrics["class_entropy_ratio"] <= 1 and "g_loss" in metrics["last_50_steps"]
+    row = metrics["evaluation"]["samples"]
+    assert sum(row["class_histogram"]) == 100 and row["fid_over_floor"] > 0 and metrics["evaluation"]["num_samples"] == 100
+    assert metrics["rarest_digit_count"] == min(row["class_histogram"][:10]) and "g_loss" in metrics["last_50_steps"]
     assert record["curves"]["every"] == 10 and len(record["curves"]["d_loss"]) == 1
     gan = load_checkpoint(out)
     assert gan.config.loss == ("wgan-gp" if model == "wgan-gp" else "non-saturating") and gan.config.num_classes == 10

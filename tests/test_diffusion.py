@@ -359,17 +359,24 @@ def test_dpm_solver_thresholding_is_the_same_clipping_as_ddim():
 # --- the shipped checkpoint and the training command ------------------------------------------
 
 
-def test_shipped_ddpm_checkpoint_and_record():
-    model = load_checkpoint("ddpm")
-    assert isinstance(model, DiffusionModel)
-    record = read_record("ddpm")
+@pytest.mark.parametrize("name,prediction_type", [("ddpm", "v_prediction"), ("ddpm-eps", "epsilon")])
+def test_shipped_ddpm_checkpoints_and_records(name, prediction_type):
+    model = load_checkpoint(name)
+    assert isinstance(model, DiffusionModel) and model.config.prediction_type == prediction_type
+    record = read_record(name)
     assert record["command"].startswith("coursekit train ddpm")
-    metrics = record["metrics"]
-    assert set(metrics["sampling"]) >= {"ddpm-1000", "ddim-100", "ddim-50", "ddim-20"}
-    assert metrics["eval_samples"] >= 1000
-    for result in metrics["sampling"].values():
-        assert result["fid_ratio"] == pytest.approx(result["fid"] / metrics["fid_floor"])
-        assert sum(result["class_histogram"]) == metrics["eval_samples"] and result["seconds"] > 0
+    assert ("--prediction-type v_prediction" in record["command"]) == (prediction_type == "v_prediction")
+    evaluation = record["metrics"]["evaluation"]
+    assert evaluation["num_samples"] == 1000 and evaluation["prediction_type"] == prediction_type
+    samplers = evaluation["samplers"]
+    for spec, treatments in {"ddim-50": ("clip", "none"), "dpmsolver-20": ("clip", "none"), "ddpm-100": ("clip", "none")}.items():
+        assert set(samplers[spec]) >= set(treatments), spec
+    if name == "ddpm":
+        assert "clip" in samplers["ddpm-1000"]
+    for rows in samplers.values():
+        for row in rows.values():
+            assert row["fid_over_floor"] == pytest.approx(row["fid"] / evaluation["floor"]["fid"])
+            assert sum(row["class_histogram"]) == 1000 and row["seconds"] > 0 and 0 <= row["near_copies"] <= 1
     images = model.sample(4, torch.Generator().manual_seed(0), num_inference_steps=5)
     assert images.shape == (4, 1, 28, 28)
 

@@ -321,6 +321,6 @@ def test_release_is_regenerated_identically(course):
 def test_autograde_correct_blank_and_buggy(course):
     from coursekit.checkpoint import shipped_checkpoints
 
-    assert "ddpm" in shipped_checkpoints(), "ps4's last demo samples the shipped checkpoint `ddpm`"
+    assert "ddpm-eps" in shipped_checkpoints(), "ps4's last demo samples the shipped checkpoint `ddpm-eps`"
     buggy = {student: filled_in_release(mistakes) for student, mistakes in BUGGY_SUBMISSIONS.items()}
     grading.assert_grading_round_trip(course, "ps4", SOURCE, RELEASE, buggy, TEST_POINTS, BUGGY_SCORES, "answer_ddim")

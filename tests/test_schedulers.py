@@ -214,7 +214,8 @@ def test_variance_noise_can_be_given_as_in_diffusers():
     z = torch.randn(x.shape, generator=torch.Generator().manual_seed(9))
     # diffusers' DDPMScheduler.step takes only a generator: the generator that draws z gives the same step
     for ours, ref, extra in [(DDPMScheduler(), diffusers.DDPMScheduler(), {}),
-                             (DDIMScheduler(), diffusers.DDIMScheduler(), {"eta": 0.7})]:
+                             (DDIMScheduler(), diffusers.DDIMScheduler(), {"eta": 0.7, "use_clipped_model_output": False}),
+                             (DDIMScheduler(), diffusers.DDIMScheduler(), {"eta": 0.7, "use_clipped_model_output": True})]:
         ours.set_timesteps(50)
         ref.set_timesteps(50)
         a = ours.step(eps, 500, x, variance_noise=z, **extra).prev_sample

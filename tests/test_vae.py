@@ -138,4 +138,5 @@ def test_shipped_vaes_match_their_records(name, mnist_test):
         terms = elbo(model, x, 1.0, torch.Generator().manual_seed(1))
     assert abs(float(terms["elbo"].mean()) - metrics["test_elbo"]) < 1e-3
     assert metrics["test_iw_nll"] <= -metrics["test_elbo"]  # the IW bound is tighter than the ELBO
-    assert metrics["sample_fid_ratio"] > 1.0 and sum(metrics["sample_class_histogram"]) == 1000
+    assert metrics["evaluation"]["samples"]["fid_over_floor"] > 1.0
+    assert sum(metrics["evaluation"]["samples"]["class_histogram"]) == 1000

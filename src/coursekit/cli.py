@@ -142,7 +142,6 @@ def train_autoencoder(args) -> dict:
 
     from coursekit.checkpoint import save_checkpoint
     from coursekit.data import make_loader
-    from coursekit.eval.metrics import sample_quality
     from coursekit.models.autoencoder import (Autoencoder, AutoencoderConfig, corrupt, reconstruction_error,
                                               reconstruction_loss)
     from coursekit.training import train
@@ -168,10 +167,6 @@ def train_autoencoder(args) -> dict:
         metrics["held_out_digit"] = args.exclude_digit
         metrics["held_out_digit_mse"] = float(errors[is_anomaly].mean())
         metrics["anomaly_auc"] = float(roc_auc_score(is_anomaly.numpy(), errors.numpy()))
-    random_decodes = model.sample(1000, generator=torch.Generator().manual_seed(args.seed))
-    quality = sample_quality(random_decodes)
-    metrics["random_latent_fid"] = quality["fid"]
-    metrics["random_latent_fid_ratio"] = quality["fid_ratio"]
     metrics["evaluation"] = evaluate_model_samples(model, 1000, args.seed, SAMPLING_OF["autoencoder"] + f", seed {args.seed}")
     save_checkpoint(model, args.out, _record(args, model, history, train_set, metrics))
     return metrics
@@ -182,7 +177,6 @@ def train_vae(args) -> dict:
 
     from coursekit.checkpoint import save_checkpoint
     from coursekit.data import make_loader
-    from coursekit.eval.metrics import class_histogram, sample_quality
     from coursekit.models.vae import VAE, VAEConfig, binarize, elbo, importance_weighted_log_likelihood, vae_loss
     from coursekit.training import train
 
@@ -209,11 +203,6 @@ def train_vae(args) -> dict:
         is_anomaly = test_set.labels == args.exclude_digit
         metrics["held_out_digit"] = args.exclude_digit
         metrics["anomaly_auc_elbo"] = float(roc_auc_score(is_anomaly.numpy(), (-terms["elbo"]).numpy()))
-    samples = model.sample(1000, generator=torch.Generator().manual_seed(args.seed))
-    quality = sample_quality(samples)
-    metrics.update({"sample_fid": quality["fid"], "sample_kid": quality["kid"], "fid_floor": quality["fid_floor"],
-                    "kid_floor": quality["kid_floor"], "sample_fid_ratio": quality["fid_ratio"],
-                    "sample_class_histogram": class_histogram(samples).tolist()})
     metrics["evaluation"] = evaluate_model_samples(model, 1000, args.seed, SAMPLING_OF["vae"] + f", seed {args.seed}")
     save_checkpoint(model, args.out, _record(args, model, history, train_set, metrics))
     return metrics
@@ -235,7 +224,6 @@ def train_gan_command(args) -> dict:
 
     from coursekit.checkpoint import save_checkpoint
     from coursekit.data import make_loader
-    from coursekit.eval.metrics import class_histogram, sample_quality
     from coursekit.models.gan import GAN, GANConfig, train_gan
 
     train_set = _data(args, "train", scale="symmetric")
@@ -250,17 +238,14 @@ def train_gan_command(args) -> dict:
                         device=device, generator=torch.Generator(device=device).manual_seed(args.seed),
                         max_steps=args.max_steps, progress=not args.quiet)
     gan.cpu().eval()
-    samples = gan.sample(args.eval_samples, generator=torch.Generator().manual_seed(args.seed + 1))
-    quality = sample_quality(samples)
-    histogram = class_histogram(samples).tolist()
+    evaluation = evaluate_model_samples(gan, args.eval_samples, args.seed + 1, SAMPLING_OF["gan"] + f", seed {args.seed + 1}")
+    histogram = evaluation["samples"]["class_histogram"][:10]
     last = history.steps[-min(len(history.steps), 50):]
-    metrics = {"sample_fid": quality["fid"], "sample_kid": quality["kid"], "fid_floor": quality["fid_floor"],
-               "kid_floor": quality["kid_floor"], "sample_fid_ratio": quality["fid_ratio"], "eval_samples": len(samples),
-               "sample_class_histogram": histogram, **class_spread(histogram),
+    metrics = {"eval_samples": args.eval_samples, "rarest_digit": int(min(range(10), key=histogram.__getitem__)),
+               "rarest_digit_count": min(histogram),
                "last_50_steps": {key: sum(s[key] for s in last if key in s) / max(1, sum(key in s for s in last))
                                  for key in ("d_loss", "g_loss", "d_real", "d_fake")},
-               "evaluation": evaluate_model_samples(gan, len(samples), args.seed + 1,
-                                                    SAMPLING_OF["gan"] + f", seed {args.seed + 1}")}
+               "evaluation": evaluation}
     shim = SimpleNamespace(device=history.device, seconds=history.seconds, step_losses=history.steps,
                            epoch_losses=[None] * len(history.grids))
     record = _record(args, gan, shim, train_set, metrics)

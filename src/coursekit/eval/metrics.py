@@ -1,4 +1,12 @@
-"""Classifier-FID, KID, the real-vs-real floor and class histograms (see chapters 1 and 3)."""
+"""The superseded metric: FID and KID on the plain ``mnist-classifier``'s features, its floor and
+10-class histograms, with the pixel range guessed from the smallest value.
+
+Issue 12 found it misleading (every non-digit is called an 8; three stray pixels weigh more than a
+missing digit), and the course no longer reports it: the book, the training commands and
+``coursekit evaluate`` use :mod:`coursekit.eval.quality` (stated N, floor at that N, explicit pixel
+range, a "not a digit" class), which can also be given ``mnist-classifier`` to show what the old
+features get wrong (``benchmarks/eval_sensitivity.py``, chapter 3). This module stays for ``accuracy``
+and for reproducing the old records' ``superseded_metric`` and ``*_fid_ratio`` fields."""
 
 from __future__ import annotations
 
