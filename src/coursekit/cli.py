@@ -208,18 +208,8 @@ def train_vae(args) -> dict:
     return metrics
 
 
-def class_spread(histogram: list[int]) -> dict:
-    """How evenly samples cover the ten digits: entropy / log(10) (1 = uniform; 0 = one digit only),
-    and the fewest and most samples of any digit."""
-    import math
-
-    total = sum(histogram)
-    entropy = -sum(c / total * math.log(c / total) for c in histogram if c)
-    return {"class_entropy_ratio": max(0.0, entropy / math.log(len(histogram))), "class_min": min(histogram), "class_max": max(histogram)}
-
-
 def train_gan_command(args) -> dict:
-    """``coursekit train dcgan`` / ``train wgan-gp``: a GAN on the digits, with FID, KID and class coverage."""
+    """``coursekit train dcgan`` / ``train wgan-gp``: a GAN on the digits, with the validated metric and the rarest digit."""
     from types import SimpleNamespace
 
     from coursekit.checkpoint import save_checkpoint
