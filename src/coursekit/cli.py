@@ -487,13 +487,28 @@ def sample(args) -> None:
     print(f"wrote {args.num_samples} samples to {out}")
 
 
+def _summary(key: str, value) -> str:
+    """One ``key=value`` item of ``coursekit info``'s listing: numbers, the validated metric's headline
+    (FID over the floor at N), nothing for nested records such as the superseded metric."""
+    if isinstance(value, float):
+        return f"{key}={value:.4g}"
+    if isinstance(value, dict) and "floor" in value and "num_samples" in value:
+        rows = value.get("samplers") or ({"samples": {"": value["samples"]}} if "samples" in value else {})
+        ratios = [f"{spec}{'/' + x0 if x0 else ''} {row['fid_over_floor']:.3g}" for spec, by_x0 in rows.items()
+                  for x0, row in by_x0.items()]
+        return f"{key}: FID/floor at N={value['num_samples']}: " + "; ".join(ratios)
+    if isinstance(value, (dict, list)):
+        return ""
+    return f"{key}={value}"
+
+
 def info(args) -> None:
     from coursekit.checkpoint import read_record, resolve, shipped_checkpoints
 
     if args.checkpoint is None:
         for name in shipped_checkpoints():
             metrics = read_record(name).get("metrics", {})
-            print(f"{name:24s} " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
+            print(f"{name:24s} " + ", ".join(_summary(k, v) for k, v in metrics.items() if _summary(k, v)))
         return
     print((resolve(args.checkpoint) / "config.json").read_text())
     print(json.dumps(read_record(args.checkpoint), indent=2))
