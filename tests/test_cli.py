@@ -59,3 +59,30 @@ def test_train_gan_records_fid_and_class_coverage(tmp_path, model):
     gan = load_checkpoint(out)
     assert gan.config.loss == ("wgan-gp" if model == "wgan-gp" else "non-saturating") and gan.config.num_classes == 10
     assert (tmp_path / "grid.png").stat().st_size > 0
+
+
+def test_train_class_conditional_ddpm_records_guidance_sweep(tmp_path):
+    out = tmp_path / "cddpm"
+    assert main(["train", "ddpm", "--base-channels", "8", "--channel-mults", "1", "2", "--num-classes", "10",
+                 "--cond-drop", "0.2", "--max-steps", "2", "--epochs", "1", "--eval-samplers", "--eval-samples", "20",
+                 "--eval-guidance-scales", "0", "1", "3", "--eval-guidance-sampler", "ddim-2", "--out", str(out),
+                 "--quiet", "--device", "cpu"]) == 0
+    metrics = json.loads((out / "training.json").read_text())["metrics"]
+    guidance = metrics["guidance"]
+    assert metrics["cond_drop"] == 0.2 and "evaluation" not in metrics
+    assert list(guidance["scales"]) == ["0", "1", "3"] and guidance["num_samples"] == 20
+    for row in guidance["scales"].values():
+        assert 0 <= row["class_accuracy"] <= 1 and sum(row["class_histogram"]) == 20 and row["seconds"] >= 0
+    assert load_checkpoint(out).config.num_classes == 10
+    with pytest.raises(SystemExit, match="--cond-drop needs --num-classes"):
+        main(["train", "ddpm", "--cond-drop", "0.1", "--out", str(tmp_path / "x"), "--quiet"])
+
+
+def test_train_noisy_classifier_records_accuracy_by_noise_level(tmp_path):
+    out = tmp_path / "noisy"
+    assert main(["train", "noisy-classifier", "--base-channels", "8", "--max-steps", "3", "--epochs", "1",
+                 "--out", str(out), "--quiet", "--device", "cpu"]) == 0
+    metrics = json.loads((out / "training.json").read_text())["metrics"]
+    assert set(metrics["test_accuracy_at_t"]) == {"0", "100", "250", "500", "750", "900", "999"}
+    assert metrics["test_images"] == 1000
+    assert load_checkpoint(out).model_type == "noisy-classifier"

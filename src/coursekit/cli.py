@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import platform
 import shlex
@@ -380,6 +381,39 @@ def evaluate_samplers(model, specs: list[str], num_samples: int, seed: int, quie
     return results
 
 
+def evaluate_guidance(model, scales: list[float], spec: str, num_samples: int, seed: int, quiet: bool = True) -> dict:
+    """Classifier-free guidance of a class-conditional diffusion model over guidance scales w: for each
+    w, ``num_samples`` samples asking for each digit equally often (labels 0, 1, ..., 9, 0, 1, ...),
+    drawn with ``spec`` (x0 clipped) from ``seed``; the fraction that the evaluation classifier files
+    under the requested digit ("not a digit" counts as wrong), and the validated metric at that N
+    beside the floor at that N (fidelity against diversity), memorisation and sampling time."""
+    from coursekit.diffusion import time_sampler
+    from coursekit.eval.quality import memorisation_report, score_samples
+    from coursekit.eval.robust import load_robust_classifier, predict_with_reject
+
+    if not getattr(model.config, "num_classes", None):
+        raise SystemExit("guidance scales apply to a class-conditional model (trained with --num-classes)")
+    p = parse_sampler_spec(spec)
+    labels = torch.arange(num_samples) % model.config.num_classes
+    classifier = load_robust_classifier()
+    results = {**evaluation_header(num_samples, seed), "sampler": spec, "x0": {"clip": X0_TREATMENTS["clip"]},
+               "labels": "0, 1, ..., 9 repeated (each digit asked for equally often)",
+               "guidance": "eps_uncond + w (eps_cond - eps_uncond): w = 0 unconditional, w = 1 conditional",
+               "scales": {}}
+    for w in scales:
+        images, seconds = time_sampler(model, p["sampler"], p["steps"], num_samples, seed=seed, eta=p["eta"],
+                                       labels=labels, guidance_scale=w)
+        scores = score_samples(images, pixel_range=(0, 1), num_samples=num_samples, seed=REFERENCE_SEED)
+        memorisation = memorisation_report(images, pixel_range=(0, 1), num_samples=num_samples, seed=REFERENCE_SEED)
+        row = quality_row(scores, memorisation, seconds)
+        row["class_accuracy"] = float((predict_with_reject(images, classifier) == labels).double().mean())
+        results["scales"][f"{w:g}"] = row
+        if not quiet:
+            print(f"w={w:<4g} accuracy {row['class_accuracy']:.3f} FID {row['fid']:7.3f} ({row['fid_over_floor']:5.2f}x floor) "
+                  f"P {row['precision']:.3f} R {row['recall']:.3f} {seconds:.0f} s", flush=True)
+    return results
+
+
 SAMPLING_OF = {"autoencoder": "decodes of codes z ~ N(0, I) (the autoencoder was never trained to make these)",
                "vae": "decodes of z ~ N(0, I), the prior (the decoder's mean image)",
                "gan": "G(z), z ~ N(0, I)"}
@@ -446,9 +480,14 @@ def train_ddpm(args) -> dict:
 
     train_set = _data(args, "train", scale="symmetric")
     torch.manual_seed(args.seed)
+    if args.cond_drop and not args.num_classes:
+        raise SystemExit("--cond-drop needs --num-classes (condition dropout of a class-conditional model)")
+    if args.eval_guidance_scales and not args.num_classes:
+        raise SystemExit("--eval-guidance-scales needs --num-classes")
     model = DiffusionModel(DiffusionConfig(base_channels=args.base_channels, channel_mults=tuple(args.channel_mults),
                                            attention_levels=tuple(args.attention_levels), schedule=args.schedule,
-                                           num_train_timesteps=args.timesteps, prediction_type=args.prediction_type))
+                                           num_train_timesteps=args.timesteps, prediction_type=args.prediction_type,
+                                           num_classes=args.num_classes))
     device = torch.device(args.device) if args.device else get_device()
     ema = EMA(model, args.ema_decay)
     ema.model.to(device)
@@ -456,7 +495,8 @@ def train_ddpm(args) -> dict:
     total = args.epochs * steps_per_epoch
     warmup = max(1, min(200, total // 10))  # learning-rate warm-up steps (at least one: a 1-epoch run has few)
     history = train(model, make_loader(train_set, args.batch_size, generator=torch.Generator().manual_seed(args.seed)),
-                    diffusion_loss, epochs=args.epochs, lr=args.lr, device=device, amp=args.amp,
+                    functools.partial(diffusion_loss, cond_drop_prob=args.cond_drop),
+                    epochs=args.epochs, lr=args.lr, device=device, amp=args.amp,
                     generator=torch.Generator(device=device).manual_seed(args.seed), progress=not args.quiet,
                     lr_schedule=lambda opt: torch.optim.lr_scheduler.LambdaLR(
                         opt, lambda step: min(1.0, (step + 1) / warmup) * max(0.05, 1 - step / total)),
@@ -467,7 +507,39 @@ def train_ddpm(args) -> dict:
     if args.eval_samplers:
         metrics["evaluation"] = evaluate_samplers(model, args.eval_samplers, args.eval_samples, args.seed + 1, args.quiet,
                                                   x0=tuple(args.eval_x0))
+    if args.num_classes:
+        metrics["cond_drop"] = args.cond_drop
+        if args.eval_guidance_scales:
+            metrics["guidance"] = evaluate_guidance(model, args.eval_guidance_scales, args.eval_guidance_sampler,
+                                                    args.eval_samples, args.seed + 1, args.quiet)
     save_checkpoint(model.cpu(), args.out, _record(args, model, history, train_set, metrics))
+    return metrics
+
+
+def train_noisy_classifier(args) -> dict:
+    from coursekit.checkpoint import save_checkpoint
+    from coursekit.data import make_loader
+    from coursekit.models.noisy_classifier import (NoisyClassifier, NoisyClassifierConfig, accuracy_by_timestep,
+                                                   noisy_classifier_loss)
+    from coursekit.training import train
+
+    train_set, test_set = _data(args, "train", scale="symmetric"), _data(args, "test", scale="symmetric")
+    torch.manual_seed(args.seed)
+    model = NoisyClassifier(NoisyClassifierConfig(base_channels=args.base_channels, channel_mults=tuple(args.channel_mults),
+                                                  schedule=args.schedule, num_train_timesteps=args.timesteps))
+    device = torch.device(args.device) if args.device else get_device()
+    steps = args.epochs * ((len(train_set) + args.batch_size - 1) // args.batch_size)
+    history = train(model, make_loader(train_set, args.batch_size, generator=torch.Generator().manual_seed(args.seed)),
+                    noisy_classifier_loss, epochs=args.epochs, lr=args.lr, weight_decay=1e-4, device=device,
+                    generator=torch.Generator(device=device).manual_seed(args.seed), progress=not args.quiet,
+                    lr_schedule=lambda optimizer: torch.optim.lr_scheduler.OneCycleLR(optimizer, args.lr, total_steps=steps),
+                    max_steps=args.max_steps)
+    model.cpu().eval()
+    metrics = {"test_accuracy_at_t": accuracy_by_timestep(model, test_set.images, test_set.labels, seed=args.seed),
+               "test_images": len(test_set),
+               "what": "accuracy of the class of x_0 from x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps, "
+                       "held-out digits, one fixed noise draw per t"}
+    save_checkpoint(model, args.out, _record(args, model, history, train_set, metrics))
     return metrics
 
 
@@ -541,6 +613,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "autoencoder": dict(epochs=30, lr=2e-3, batch_size=128),
                            "vae": dict(epochs=60, lr=2e-3, batch_size=128),
                            "ddpm": dict(epochs=100, lr=2e-3, batch_size=128),
+                           "noisy-classifier": dict(epochs=30, lr=3e-3, batch_size=128),
                            "dcgan": dict(epochs=40, lr=2e-4, batch_size=64),
                            "wgan-gp": dict(epochs=40, lr=2e-4, batch_size=64)}.items():
         sub = models.add_parser(name)
@@ -578,8 +651,22 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--eval-samples", type=int, default=1000)
             sub.add_argument("--eval-samplers", nargs="*", default=["ddpm-1000", "ddim-50", "dpmsolver-20"],
                              help="sampler specs to score on the validated metric (none: skip; then use coursekit evaluate)")
+            sub.add_argument("--num-classes", type=int, default=None,
+                             help="class-conditional model on the digit labels (chapter 5; 10 for digits)")
+            sub.add_argument("--cond-drop", type=float, default=0.0,
+                             help="probability of replacing a label by the null label (classifier-free guidance)")
+            sub.add_argument("--eval-guidance-scales", type=float, nargs="*", default=[],
+                             help="guidance scales w to evaluate a class-conditional model at")
+            sub.add_argument("--eval-guidance-sampler", default="ddim-50", help="sampler spec for --eval-guidance-scales")
             sub.add_argument("--eval-x0", nargs="+", choices=["clip", "none"], default=["clip", "none"],
                              help="x0 treatments to score each sampler under")
+        if name == "noisy-classifier":
+            sub.add_argument("--base-channels", type=int, default=16)
+            sub.add_argument("--channel-mults", type=int, nargs="+", default=[1, 2, 2])
+            sub.add_argument("--schedule", choices=["linear", "cosine"], default="linear",
+                             help="the noise schedule of the diffusion model it will guide")
+            sub.add_argument("--timesteps", type=int, default=1000)
+            sub.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps (smoke tests)")
         if name in ("dcgan", "wgan-gp"):
             sub.add_argument("--latent-dim", type=int, default=64)
             sub.add_argument("--channels", type=int, default=64, help="width of G's last and D's first layer")
@@ -666,7 +753,7 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         metrics = {"classifier": train_classifier, "robust-classifier": train_robust_classifier,
                    "autoencoder": train_autoencoder, "vae": train_vae,
-                   "ddpm": train_ddpm, "dcgan": train_gan_command, "wgan-gp": train_gan_command}[args.model](args)
+                   "ddpm": train_ddpm, "noisy-classifier": train_noisy_classifier, "dcgan": train_gan_command, "wgan-gp": train_gan_command}[args.model](args)
         print(json.dumps(metrics, indent=2))
         print(f"wrote {args.out} in {time.perf_counter() - start:.0f} s")
     elif args.command == "sample":

@@ -91,8 +91,9 @@ class DiffusionModel(nn.Module):
         self.unet = UNet(config.unet_config())
         self.schedule = make_schedule(config.schedule, config.num_train_timesteps, config.beta_start, config.beta_end)
 
-    def forward(self, x: torch.Tensor, timesteps: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        return self.unet(x, timesteps, labels)
+    def forward(self, x: torch.Tensor, timesteps: torch.Tensor, labels: torch.Tensor | None = None,
+                context: torch.Tensor | None = None, context_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.unet(x, timesteps, labels, context, context_mask)
 
     def scheduler(self, kind: str = "ddim", *, clip_sample: bool = True):
         """A fresh scheduler with this model's schedule and prediction type:
@@ -129,7 +130,7 @@ class DiffusionModel(nn.Module):
     def sample(self, num_samples: int, generator: torch.Generator | None = None, *, sampler: str = "ddim",
                num_inference_steps: int = 50, eta: float = 0.0, labels: torch.Tensor | None = None,
                batch_size: int = 500, progress: bool = False, clip: bool = True,
-               use_clipped_model_output: bool | None = None) -> torch.Tensor:
+               use_clipped_model_output: bool | None = None, guidance_scale: float | None = None) -> torch.Tensor:
         """``num_samples`` images in [0, 1], drawn with ``sampler`` (``"ddpm"``, ``"ddim"`` or
         ``"dpmsolver"``, see :meth:`scheduler`) in batches of ``batch_size``.
 
@@ -140,6 +141,12 @@ class DiffusionModel(nn.Module):
         """
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+        if labels is not None:
+            labels = torch.as_tensor(labels).long()
+            if labels.shape != (num_samples,):
+                raise ValueError(f"expected one label per sample, shape ({num_samples},), got {tuple(labels.shape)}")
+        if guidance_scale is not None and labels is None:
+            raise ValueError("guidance_scale needs labels (the classes to guide towards)")
         if use_clipped_model_output is not None and sampler != "ddim":
             raise ValueError("use_clipped_model_output applies to the DDIM sampler only")
         scheduler = self.scheduler(sampler, clip_sample=clip)
@@ -151,7 +158,12 @@ class DiffusionModel(nn.Module):
         for start in range(0, num_samples, batch_size):
             n = min(batch_size, num_samples - start)
             batch_labels = labels[start:start + n] if labels is not None else None
-            x = sample_loop(self, scheduler, (n, c.image_channels, c.image_size, c.image_size), generator=generator,
+            net = self
+            if guidance_scale is not None:
+                from coursekit.guidance import ClassifierFreeGuidance
+
+                net, batch_labels = ClassifierFreeGuidance.for_labels(self, batch_labels, guidance_scale), None
+            x = sample_loop(net, scheduler, (n, c.image_channels, c.image_size, c.image_size), generator=generator,
                             num_inference_steps=num_inference_steps, eta=eta, labels=batch_labels, progress=progress,
                             step_kwargs=step_kwargs)
             out.append(((x + 1) / 2).clamp(0, 1).cpu())
@@ -159,7 +171,7 @@ class DiffusionModel(nn.Module):
 
 
 def diffusion_loss(model: nn.Module, batch, generator: torch.Generator | None = None,
-                   schedule: NoiseSchedule | None = None) -> torch.Tensor:
+                   schedule: NoiseSchedule | None = None, *, cond_drop_prob: float = 0.0) -> torch.Tensor:
     """DDPM's simple loss for one batch (algorithm 1):
 
     1. pick t uniformly from 0 .. T-1 for each image;
@@ -167,7 +179,9 @@ def diffusion_loss(model: nn.Module, batch, generator: torch.Generator | None = 
     3. return the mean squared error between eps and the model's prediction eps_theta(x_t, t).
 
     A model whose ``config.prediction_type`` is ``"v_prediction"`` or ``"sample"`` regresses v or x0
-    instead (:func:`training_target`).
+    instead (:func:`training_target`). A class-conditional model (``config.num_classes``) is given the
+    batch's labels (``batch = (images, labels)``), each replaced by the null label with probability
+    ``cond_drop_prob`` (condition dropout, for classifier-free guidance).
     """
     x0 = batch[0] if isinstance(batch, (list, tuple)) else batch
     schedule = schedule if schedule is not None else model.schedule
@@ -175,8 +189,21 @@ def diffusion_loss(model: nn.Module, batch, generator: torch.Generator | None = 
     t = torch.randint(0, len(schedule), (x0.shape[0],), generator=generator, device=device).to(x0.device)
     noise = torch.randn(x0.shape, generator=generator, device=device, dtype=x0.dtype).to(x0.device)
     x_t = q_sample(x0, t, noise, schedule)
-    prediction_type = getattr(getattr(model, "config", None), "prediction_type", "epsilon")
-    return F.mse_loss(model(x_t, t), training_target(x0, noise, t, schedule, prediction_type))
+    config = getattr(model, "config", None)
+    prediction_type = getattr(config, "prediction_type", "epsilon")
+    num_classes = getattr(config, "num_classes", None)
+    if num_classes:
+        if not isinstance(batch, (list, tuple)) or len(batch) < 2:
+            raise ValueError("a class-conditional model trains on (images, labels) batches")
+        from coursekit.guidance import drop_labels
+
+        labels = drop_labels(batch[1].long(), cond_drop_prob, num_classes, generator)
+        prediction = model(x_t, t, labels)
+    elif cond_drop_prob:
+        raise ValueError("cond_drop_prob needs a class-conditional model (config.num_classes)")
+    else:
+        prediction = model(x_t, t)
+    return F.mse_loss(prediction, training_target(x0, noise, t, schedule, prediction_type))
 
 
 def _accepts(function: Callable, name: str) -> bool:
@@ -228,10 +255,12 @@ def sample_loop(model: nn.Module, scheduler, shape: tuple[int, ...], *, generato
 
 def time_sampler(model: DiffusionModel, sampler: str, num_inference_steps: int, num_samples: int,
                  seed: int = 0, batch_size: int = 500, clip: bool = True, eta: float = 0.0,
-                 use_clipped_model_output: bool | None = None) -> tuple[torch.Tensor, float]:
+                 use_clipped_model_output: bool | None = None, labels: torch.Tensor | None = None,
+                 guidance_scale: float | None = None) -> tuple[torch.Tensor, float]:
     """Draw ``num_samples`` images and return them with the seconds it took."""
     start = time.perf_counter()
     images = model.sample(num_samples, torch.Generator().manual_seed(seed), sampler=sampler,
                           num_inference_steps=num_inference_steps, batch_size=batch_size, clip=clip, eta=eta,
-                          use_clipped_model_output=use_clipped_model_output)
+                          use_clipped_model_output=use_clipped_model_output, labels=labels,
+                          guidance_scale=guidance_scale)
     return images, time.perf_counter() - start

@@ -13,8 +13,15 @@ Pieces, from the bottom up:
 - ``UNet``: a down path (resolution halves, channels grow), a middle, an up path that
   concatenates the down path's activations (skip connections) and upsamples back.
 
-``num_classes`` is the class-conditioning hook chapter 5 uses: a label embedding is added to the
-time embedding, and label ``num_classes`` means "no label" (for classifier-free guidance).
+Conditioning (chapter 5), two ways:
+
+- ``num_classes``: a label embedding is added to the time embedding, so every ResBlock sees the
+  class; label ``num_classes`` is the "null" class, meaning "no label" (what condition dropout
+  trains for classifier-free guidance).
+- ``context_dim``: the U-Net cross-attends to a context sequence (e.g. a text encoder's token
+  features, (B, L, context_dim)) through :class:`coursekit.attention.SpatialTransformer` blocks at
+  ``cross_attention_levels`` and in the middle, as Stable Diffusion's U-Net does; a padding mask
+  (B, L) says which context tokens are real.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from coursekit.attention import SpatialTransformer
 from coursekit.checkpoint import register_model
 
 
@@ -99,16 +107,37 @@ class UNetConfig:
     num_heads: int = 4
     dropout: float = 0.0
     num_classes: int | None = None             # class conditioning (chapter 5); None = unconditional
+    context_dim: int | None = None             # cross-attention to a context sequence (chapter 5); None = none
+    cross_attention_levels: tuple[int, ...] = ()  # levels with a spatial transformer (self + cross-attention)
 
     def __post_init__(self):
         self.channel_mults = tuple(self.channel_mults)
         self.attention_levels = tuple(self.attention_levels)
+        self.cross_attention_levels = tuple(self.cross_attention_levels)
+        if self.cross_attention_levels and self.context_dim is None:
+            raise ValueError("cross_attention_levels need a context_dim (the width of the context's tokens)")
+        if any(not 0 <= level < len(self.channel_mults) for level in self.cross_attention_levels):
+            raise ValueError(f"cross_attention_levels {self.cross_attention_levels} must index channel_mults "
+                             f"(0 .. {len(self.channel_mults) - 1})")
+        if set(self.attention_levels) & set(self.cross_attention_levels):
+            raise ValueError("a level has either self-attention (attention_levels) or a spatial transformer "
+                             "(cross_attention_levels, which self-attends too), not both")
         factor = 2 ** (len(self.channel_mults) - 1)
         if self.image_size % factor:
             raise ValueError(f"image_size {self.image_size} must be divisible by 2**(levels - 1) = {factor}")
         if any(not 0 <= level < len(self.channel_mults) for level in self.attention_levels):
             raise ValueError(f"attention_levels {self.attention_levels} must index channel_mults "
                              f"(0 .. {len(self.channel_mults) - 1})")
+
+
+def _attention(config: UNetConfig, level: int | None, channels: int) -> nn.Module | None:
+    """The attention layer after a ResBlock at ``level`` (None: the middle), or None."""
+    if config.context_dim is not None and (level is None or level in config.cross_attention_levels):
+        return SpatialTransformer(channels, config.num_heads, channels // config.num_heads, config.context_dim,
+                                  num_groups=min(8, channels))
+    if level is None or level in config.attention_levels:
+        return SelfAttention(channels, config.num_heads)
+    return None
 
 
 @register_model("unet", UNetConfig)
@@ -133,8 +162,8 @@ class UNet(nn.Module):
             for _ in range(config.num_res_blocks):
                 block = nn.ModuleList([ResBlock(channels, ch * mult, embed_dim, config.dropout)])
                 channels = ch * mult
-                if level in config.attention_levels:
-                    block.append(SelfAttention(channels, config.num_heads))
+                if (attention := _attention(config, level, channels)) is not None:
+                    block.append(attention)
                 self.down.append(block)
                 skip_channels.append(channels)
             if level < levels - 1:
@@ -142,7 +171,7 @@ class UNet(nn.Module):
                 skip_channels.append(channels)
         # Middle: ResBlock, attention, ResBlock at the lowest resolution.
         self.mid1 = ResBlock(channels, channels, embed_dim, config.dropout)
-        self.mid_attn = SelfAttention(channels, config.num_heads)
+        self.mid_attn = _attention(config, None, channels)
         self.mid2 = ResBlock(channels, channels, embed_dim, config.dropout)
         # Up path: mirror image; every ResBlock takes one skip activation concatenated to its input.
         self.up = nn.ModuleList()
@@ -150,8 +179,8 @@ class UNet(nn.Module):
             for _ in range(config.num_res_blocks + 1):
                 block = nn.ModuleList([ResBlock(channels + skip_channels.pop(), ch * mult, embed_dim, config.dropout)])
                 channels = ch * mult
-                if level in config.attention_levels:
-                    block.append(SelfAttention(channels, config.num_heads))
+                if (attention := _attention(config, level, channels)) is not None:
+                    block.append(attention)
                 self.up.append(block)
             if level > 0:
                 self.up.append(nn.ModuleList([nn.Upsample(scale_factor=2, mode="nearest"),
@@ -166,29 +195,53 @@ class UNet(nn.Module):
         if self.label_embed is not None:
             if labels is None:  # no label given: the "unconditional" embedding
                 labels = torch.full_like(timesteps, self.config.num_classes, dtype=torch.long)
+            labels = torch.as_tensor(labels, device=timesteps.device)
+            if labels.shape != timesteps.shape or labels.is_floating_point() \
+                    or (labels < 0).any() or (labels > self.config.num_classes).any():
+                raise ValueError(f"expected integer labels of shape {tuple(timesteps.shape)} in 0 .. "
+                                 f"{self.config.num_classes} ({self.config.num_classes} = no label), got "
+                                 f"{labels.dtype} {tuple(labels.shape)}")
             emb = emb + self.label_embed(labels)
         elif labels is not None:
             raise ValueError("this U-Net was built without num_classes, so it takes no labels")
         return emb
 
-    def forward(self, x: torch.Tensor, timesteps: torch.Tensor | int, labels: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, timesteps: torch.Tensor | int, labels: torch.Tensor | None = None,
+                context: torch.Tensor | None = None, context_mask: torch.Tensor | None = None) -> torch.Tensor:
         c, s = self.config.image_channels, self.config.image_size
         if x.ndim != 4 or x.shape[1] != c or x.shape[-2:] != (s, s):
             raise ValueError(f"expected images of shape (batch, {c}, {s}, {s}), got {tuple(x.shape)}")
+        if self.config.context_dim is not None:
+            if context is None:
+                raise ValueError(f"this U-Net cross-attends to a context: pass context (batch, tokens, "
+                                 f"{self.config.context_dim}) (for 'no condition', the encoding of an empty prompt)")
+            if context.ndim != 3 or context.shape[0] != x.shape[0] or context.shape[-1] != self.config.context_dim:
+                raise ValueError(f"expected a context of shape ({x.shape[0]}, tokens, {self.config.context_dim}), "
+                                 f"got {tuple(context.shape)}")
+        elif context is not None or context_mask is not None:
+            raise ValueError("this U-Net was built without context_dim, so it takes no context")
         timesteps = torch.as_tensor(timesteps, device=x.device)
         if timesteps.ndim == 0:
             timesteps = timesteps.expand(x.shape[0])
         emb = self.embed(timesteps, labels)
+
+        def apply(layer: nn.Module, h: torch.Tensor) -> torch.Tensor:
+            if isinstance(layer, ResBlock):
+                return layer(h, emb)
+            if isinstance(layer, SpatialTransformer):
+                return layer(h, context, context_mask)
+            return layer(h)
+
         h = self.stem(x)
         skips = [h]
         for block in self.down:
             for layer in block:
-                h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h)
+                h = apply(layer, h)
             skips.append(h)
-        h = self.mid2(self.mid_attn(self.mid1(h, emb)), emb)
+        h = self.mid2(apply(self.mid_attn, self.mid1(h, emb)), emb)
         for block in self.up:
             if isinstance(block[0], ResBlock):
                 h = torch.cat([h, skips.pop()], dim=1)
             for layer in block:
-                h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h)
+                h = apply(layer, h)
         return self.head(h)
