@@ -43,6 +43,7 @@ def _ensure_registered() -> None:
     import coursekit.models.unet  # noqa: F401
     import coursekit.diffusion  # noqa: F401
     import coursekit.models.noisy_classifier  # noqa: F401
+    import coursekit.clip  # noqa: F401
 
 
 def shipped_dir() -> Path:

@@ -22,6 +22,7 @@ import argparse
 import datetime
 import functools
 import json
+import math
 import platform
 import shlex
 import sys
@@ -437,6 +438,8 @@ def evaluate(args) -> dict:
     if not hasattr(model, "sample"):
         raise SystemExit(f"checkpoint {args.checkpoint!r} holds a {model.model_type}, which cannot sample")
     record = read_record(args.checkpoint)
+    if args.guidance_scales:
+        return evaluate_guidance_command(args, model, record, device)
     if model.model_type != "ddpm":
         seed = args.seed if args.seed is not None else _training_sample_seed(record)
         what = SAMPLING_OF.get(model.model_type, "model.sample") + f", seed {seed}"
@@ -472,6 +475,53 @@ def evaluate(args) -> dict:
     return results
 
 
+def evaluate_guidance_command(args, model, record: dict, device) -> dict:
+    """``coursekit evaluate --guidance-scales``: the guidance sweep of a class- or text-conditional
+    diffusion checkpoint, stored with ``--write`` under ``metrics.guidance`` (class labels) or
+    ``metrics.prompt_guidance`` (prompts), replacing the scales it measures."""
+    from coursekit import __version__
+    from coursekit.checkpoint import RECORD_NAME, load_checkpoint, resolve
+
+    if model.model_type != "ddpm":
+        raise SystemExit(f"--guidance-scales needs a conditional diffusion checkpoint, not a {model.model_type}")
+    seed = 1 if args.seed is None else args.seed
+    spec = args.samplers[0] if len(args.samplers) == 1 else "ddim-50"
+    if len(args.samplers) > 1 and args.samplers != ["ddpm-1000", "ddim-50", "dpmsolver-20"]:
+        raise SystemExit("--guidance-scales measures one sampler: give one --samplers spec (default ddim-50)")
+    if getattr(model.config, "context_dim", None):
+        from coursekit.text_diffusion import TextToImage
+
+        encoder = record.get("metrics", {}).get("text_encoder")
+        if not encoder:
+            raise SystemExit(f"{args.checkpoint}'s record names no text_encoder (the clip it was trained with)")
+        t2i = TextToImage(model, load_checkpoint(encoder, device=device))
+        results, key = evaluate_text_guidance(t2i, args.guidance_scales, spec, args.num_samples, seed, quiet=False), "prompt_guidance"
+    else:
+        results, key = evaluate_guidance(model, args.guidance_scales, spec, args.num_samples, seed, quiet=False), "guidance"
+    results["device"] = str(device)
+    if args.write:
+        key = args.key if args.key != "evaluation" else key
+        metrics = record.setdefault("metrics", {})
+        stored = metrics.get(key)
+        if stored and (stored.get("num_samples"), stored.get("seed"), stored.get("sampler")) != (
+                results["num_samples"], results["seed"], results["sampler"]):
+            raise SystemExit(f"metrics.{key} holds N={stored.get('num_samples')}, seed {stored.get('seed')}, "
+                             f"{stored.get('sampler')}; this run differs: use another --key")
+        if stored:
+            stored["scales"].update(results.pop("scales"))
+            stored.update(results)
+        else:
+            metrics[key] = results
+        argv = args.argv if args.argv is not None else sys.argv[1:]
+        record.setdefault("evaluations", []).append({
+            "command": "coursekit " + " ".join(shlex.quote(a) for a in argv), "date": datetime.date.today().isoformat(),
+            "device": str(device), "samples": args.num_samples, "coursekit": __version__,
+            "measured": {"guidance_scales": args.guidance_scales, "sampler": spec},
+            "stored_in": f"metrics.{key}", "why": args.why})
+        (resolve(args.checkpoint) / RECORD_NAME).write_text(json.dumps(record, indent=2) + "\n")
+    return results
+
+
 def train_ddpm(args) -> dict:
     from coursekit.checkpoint import save_checkpoint
     from coursekit.data import make_loader
@@ -480,23 +530,44 @@ def train_ddpm(args) -> dict:
 
     train_set = _data(args, "train", scale="symmetric")
     torch.manual_seed(args.seed)
-    if args.cond_drop and not args.num_classes:
-        raise SystemExit("--cond-drop needs --num-classes (condition dropout of a class-conditional model)")
-    if args.eval_guidance_scales and not args.num_classes:
-        raise SystemExit("--eval-guidance-scales needs --num-classes")
+    if args.text_clip and args.num_classes:
+        raise SystemExit("choose --num-classes (class labels) or --text-clip (prompts), not both")
+    if args.cond_drop and not (args.num_classes or args.text_clip):
+        raise SystemExit("--cond-drop needs --num-classes or --text-clip (condition dropout of a conditional model)")
+    if args.eval_guidance_scales and not (args.num_classes or args.text_clip):
+        raise SystemExit("--eval-guidance-scales needs --num-classes or --text-clip")
+    device = torch.device(args.device) if args.device else get_device()
+    clip = None
+    if args.text_clip:
+        from coursekit.checkpoint import load_checkpoint
+
+        clip = load_checkpoint(args.text_clip, device=device).eval().requires_grad_(False)
+        if clip.model_type != "clip":
+            raise SystemExit(f"--text-clip {args.text_clip!r} holds a {clip.model_type}, not a clip")
     model = DiffusionModel(DiffusionConfig(base_channels=args.base_channels, channel_mults=tuple(args.channel_mults),
                                            attention_levels=tuple(args.attention_levels), schedule=args.schedule,
                                            num_train_timesteps=args.timesteps, prediction_type=args.prediction_type,
-                                           num_classes=args.num_classes))
-    device = torch.device(args.device) if args.device else get_device()
+                                           num_classes=args.num_classes,
+                                           context_dim=clip.config.text_width if clip is not None else None,
+                                           cross_attention_levels=tuple(args.cross_attention_levels) if clip is not None else ()))
+    loss_fn = functools.partial(diffusion_loss, cond_drop_prob=args.cond_drop)
+    data = train_set
+    if clip is not None:
+        from torch.utils.data import TensorDataset
+
+        from coursekit.clip import attribute_levels
+        from coursekit.text_diffusion import text_diffusion_loss
+
+        levels = attribute_levels((train_set.images + 1) / 2, train_set.labels)
+        data = TensorDataset(train_set.images, train_set.labels, levels)
+        loss_fn = functools.partial(text_diffusion_loss, clip=clip, cond_drop_prob=args.cond_drop, keep_prob=args.keep_prob)
     ema = EMA(model, args.ema_decay)
     ema.model.to(device)
     steps_per_epoch = (len(train_set) + args.batch_size - 1) // args.batch_size
     total = args.epochs * steps_per_epoch
     warmup = max(1, min(200, total // 10))  # learning-rate warm-up steps (at least one: a 1-epoch run has few)
-    history = train(model, make_loader(train_set, args.batch_size, generator=torch.Generator().manual_seed(args.seed)),
-                    functools.partial(diffusion_loss, cond_drop_prob=args.cond_drop),
-                    epochs=args.epochs, lr=args.lr, device=device, amp=args.amp,
+    history = train(model, make_loader(data, args.batch_size, generator=torch.Generator().manual_seed(args.seed)),
+                    loss_fn, epochs=args.epochs, lr=args.lr, device=device, amp=args.amp,
                     generator=torch.Generator(device=device).manual_seed(args.seed), progress=not args.quiet,
                     lr_schedule=lambda opt: torch.optim.lr_scheduler.LambdaLR(
                         opt, lambda step: min(1.0, (step + 1) / warmup) * max(0.05, 1 - step / total)),
@@ -507,6 +578,15 @@ def train_ddpm(args) -> dict:
     if args.eval_samplers:
         metrics["evaluation"] = evaluate_samplers(model, args.eval_samplers, args.eval_samples, args.seed + 1, args.quiet,
                                                   x0=tuple(args.eval_x0))
+    if clip is not None:
+        from coursekit.text_diffusion import TextToImage
+
+        metrics.update(text_encoder=args.text_clip, cond_drop=args.cond_drop, keep_prob=args.keep_prob,
+                       condition_dropout="the prompt replaced by the empty prompt before encoding")
+        if args.eval_guidance_scales:
+            metrics["prompt_guidance"] = evaluate_text_guidance(TextToImage(model, clip), args.eval_guidance_scales,
+                                                                args.eval_guidance_sampler, args.eval_samples,
+                                                                args.seed + 1, args.quiet)
     if args.num_classes:
         metrics["cond_drop"] = args.cond_drop
         if args.eval_guidance_scales:
@@ -602,6 +682,81 @@ def grade(args) -> int:
     return 3 if report.failed or report.needs_review or report.unassigned else 0
 
 
+def train_clip(args) -> dict:
+    from torch.utils.data import TensorDataset
+
+    from coursekit.checkpoint import save_checkpoint
+    from coursekit.clip import (CLIPConfig, DigitCLIP, attribute_accuracy, attribute_levels, clip_loss, retrieval_recall,
+                                zero_shot_digits)
+    from coursekit.data import make_loader
+    from coursekit.training import train
+
+    train_set, test_set = _data(args, "train"), _data(args, "test")
+    torch.manual_seed(args.seed)
+    levels = attribute_levels(train_set.images, train_set.labels)
+    model = DigitCLIP(CLIPConfig(embed_dim=args.embed_dim, text_width=args.text_width, text_layers=args.text_layers,
+                                 text_heads=args.text_heads))
+    device = torch.device(args.device) if args.device else get_device()
+    steps = args.epochs * ((len(train_set) + args.batch_size - 1) // args.batch_size)
+    if args.max_steps:
+        steps = min(steps, args.max_steps)
+    history = train(model, make_loader(TensorDataset(train_set.images, train_set.labels, levels), args.batch_size,
+                                       generator=torch.Generator().manual_seed(args.seed)),
+                    functools.partial(clip_loss, keep_prob=args.keep_prob, max_shift=args.max_shift),
+                    epochs=args.epochs, lr=args.lr, weight_decay=1e-4, device=device,
+                    generator=torch.Generator(device=device).manual_seed(args.seed), progress=not args.quiet,
+                    lr_schedule=lambda optimizer: torch.optim.lr_scheduler.OneCycleLR(optimizer, args.lr, total_steps=steps),
+                    max_steps=args.max_steps)
+    model.cpu().eval()
+    zero_shot = zero_shot_digits(model, test_set.images)
+    metrics = {"zero_shot_accuracy": float((zero_shot == test_set.labels).double().mean()),
+               "zero_shot_prompts": "a zero, a one, ..., a nine",
+               "zero_shot_train_accuracy": float((zero_shot_digits(model, train_set.images) == train_set.labels).double().mean()),
+               "attribute_accuracy": attribute_accuracy(model, test_set.images, test_set.labels),
+               "retrieval": retrieval_recall(model, test_set.images, test_set.labels),
+               "temperature": round(1 / model.logit_scale.clamp(max=math.log(100)).exp().item(), 5),
+               "test_images": len(test_set), "keep_prob": args.keep_prob, "max_shift": args.max_shift,
+               "what": "held-out digits: zero-shot digit from the ten prompts alone; attribute accuracy over the digits in "
+                       "the lowest or highest third of each attribute, between the two prompts 'a <low> <digit>' and "
+                       "'a <high> <digit>'; recall@k between images and their full captions (a repeated caption text "
+                       "counts as a hit)"}
+    save_checkpoint(model, args.out, _record(args, model, history, train_set, metrics))
+    return metrics
+
+
+def evaluate_text_guidance(t2i, scales: list[float], spec: str, num_samples: int, seed: int, quiet: bool = True) -> dict:
+    """Prompt accuracy of a text-conditional diffusion model over guidance scales w: ``num_samples``
+    prompts (:func:`coursekit.text_diffusion.evaluation_prompts`, seed ``seed``), one sample each
+    drawn with ``spec`` (x0 clipped) from ``seed``; digit and attribute accuracy, and the validated
+    metric at that N beside the floor at that N."""
+    from coursekit.diffusion import DiffusionModel
+    from coursekit.eval.quality import score_samples
+    from coursekit.text_diffusion import evaluation_prompts, prompt_accuracy
+
+    p = parse_sampler_spec(spec)
+    digits, levels, prompts = evaluation_prompts(num_samples, seed)
+    results = {**evaluation_header(num_samples, seed), "sampler": spec, "x0": {"clip": X0_TREATMENTS["clip"]},
+               "prompts": "full captions: digits 0..9 in turn, each attribute's third drawn uniformly (seeded); "
+                          "accuracy of an attribute over the prompts that say it (chance 1/3)",
+               "example_prompts": prompts[:10],
+               "guidance": "eps_uncond + w (eps_cond - eps_uncond) with the empty prompt as the unconditional input",
+               "scales": {}}
+    assert isinstance(t2i.diffusion, DiffusionModel)
+    for w in scales:
+        start = time.perf_counter()
+        images = t2i.sample(prompts, guidance_scale=w, generator=torch.Generator().manual_seed(seed), sampler=p["sampler"],
+                            num_inference_steps=p["steps"], eta=p["eta"])
+        seconds = time.perf_counter() - start
+        scores = score_samples(images, pixel_range=(0, 1), num_samples=num_samples, seed=REFERENCE_SEED)
+        row = {**quality_row(scores, None, seconds), **prompt_accuracy(images, digits, levels)}
+        results["scales"][f"{w:g}"] = row
+        if not quiet:
+            print(f"w={w:<4g} digit {row['digit_accuracy']:.3f} thickness {row['thickness_accuracy']:.3f} size "
+                  f"{row['size_accuracy']:.3f} slant {row['slant_accuracy']:.3f} FID {row['fid']:7.3f} "
+                  f"({row['fid_over_floor']:5.2f}x floor) {seconds:.0f} s", flush=True)
+    return results
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="coursekit", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -614,6 +769,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "vae": dict(epochs=60, lr=2e-3, batch_size=128),
                            "ddpm": dict(epochs=100, lr=2e-3, batch_size=128),
                            "noisy-classifier": dict(epochs=30, lr=3e-3, batch_size=128),
+                           "clip": dict(epochs=40, lr=5e-4, batch_size=256),
                            "dcgan": dict(epochs=40, lr=2e-4, batch_size=64),
                            "wgan-gp": dict(epochs=40, lr=2e-4, batch_size=64)}.items():
         sub = models.add_parser(name)
@@ -658,6 +814,12 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--eval-guidance-scales", type=float, nargs="*", default=[],
                              help="guidance scales w to evaluate a class-conditional model at")
             sub.add_argument("--eval-guidance-sampler", default="ddim-50", help="sampler spec for --eval-guidance-scales")
+            sub.add_argument("--text-clip", default=None,
+                             help="a clip checkpoint: condition on prompts, cross-attending to its frozen text encoder")
+            sub.add_argument("--cross-attention-levels", type=int, nargs="*", default=[1],
+                             help="levels with a spatial transformer (self- and cross-attention) besides the middle (--text-clip)")
+            sub.add_argument("--keep-prob", type=float, default=0.5,
+                             help="probability that a training caption says each attribute (--text-clip)")
             sub.add_argument("--eval-x0", nargs="+", choices=["clip", "none"], default=["clip", "none"],
                              help="x0 treatments to score each sampler under")
         if name == "noisy-classifier":
@@ -666,6 +828,16 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--schedule", choices=["linear", "cosine"], default="linear",
                              help="the noise schedule of the diffusion model it will guide")
             sub.add_argument("--timesteps", type=int, default=1000)
+            sub.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps (smoke tests)")
+        if name == "clip":
+            sub.add_argument("--embed-dim", type=int, default=64)
+            sub.add_argument("--text-width", type=int, default=64, help="the text transformer's width")
+            sub.add_argument("--text-layers", type=int, default=3)
+            sub.add_argument("--text-heads", type=int, default=4)
+            sub.add_argument("--keep-prob", type=float, default=0.5,
+                             help="probability that a training caption says each attribute")
+            sub.add_argument("--max-shift", type=int, default=2,
+                             help="shift each training image by up to this many pixels (augmentation; 0: none)")
             sub.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps (smoke tests)")
         if name in ("dcgan", "wgan-gp"):
             sub.add_argument("--latent-dim", type=int, default=64)
@@ -708,6 +880,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluator.add_argument("--raw-noise", action="store_true",
                            help="DDIM keeps the raw predicted noise next to the clipped x0 (diffusers' default, "
                                 "use_clipped_model_output=False) instead of the course's consistent step")
+    evaluator.add_argument("--guidance-scales", type=float, nargs="+", default=None,
+                           help="a class- or text-conditional model: measure classifier-free guidance at these scales w "
+                                "with one sampler (--samplers, default ddim-50)")
     evaluator.add_argument("--write", action="store_true", help="store the results in the checkpoint's training.json")
     evaluator.add_argument("--key", default="evaluation", help="metrics entry that --write stores the results under")
     evaluator.add_argument("--why", default="", help="reason recorded with --write")
@@ -753,7 +928,7 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         metrics = {"classifier": train_classifier, "robust-classifier": train_robust_classifier,
                    "autoencoder": train_autoencoder, "vae": train_vae,
-                   "ddpm": train_ddpm, "noisy-classifier": train_noisy_classifier, "dcgan": train_gan_command, "wgan-gp": train_gan_command}[args.model](args)
+                   "ddpm": train_ddpm, "noisy-classifier": train_noisy_classifier, "clip": train_clip, "dcgan": train_gan_command, "wgan-gp": train_gan_command}[args.model](args)
         print(json.dumps(metrics, indent=2))
         print(f"wrote {args.out} in {time.perf_counter() - start:.0f} s")
     elif args.command == "sample":

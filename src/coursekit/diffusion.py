@@ -130,7 +130,9 @@ class DiffusionModel(nn.Module):
     def sample(self, num_samples: int, generator: torch.Generator | None = None, *, sampler: str = "ddim",
                num_inference_steps: int = 50, eta: float = 0.0, labels: torch.Tensor | None = None,
                batch_size: int = 500, progress: bool = False, clip: bool = True,
-               use_clipped_model_output: bool | None = None, guidance_scale: float | None = None) -> torch.Tensor:
+               use_clipped_model_output: bool | None = None, guidance_scale: float | None = None,
+               context: torch.Tensor | None = None, context_mask: torch.Tensor | None = None,
+               uncond_context: torch.Tensor | None = None, uncond_context_mask: torch.Tensor | None = None) -> torch.Tensor:
         """``num_samples`` images in [0, 1], drawn with ``sampler`` (``"ddpm"``, ``"ddim"`` or
         ``"dpmsolver"``, see :meth:`scheduler`) in batches of ``batch_size``.
 
@@ -138,6 +140,9 @@ class DiffusionModel(nn.Module):
         thresholding), so that samplers are compared under one x0 treatment. DDIM recomputes the
         noise from the clipped x0 (``use_clipped_model_output``, the course's default; pass False
         for diffusers' default, which keeps the raw noise).
+        A model with ``config.context_dim`` needs ``context`` (num_samples, L, context_dim) and its
+        mask; with ``guidance_scale`` it also needs the unconditional ``uncond_context`` (one row,
+        e.g. the empty prompt's encoding, or one per sample) and its mask.
         """
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
@@ -145,8 +150,21 @@ class DiffusionModel(nn.Module):
             labels = torch.as_tensor(labels).long()
             if labels.shape != (num_samples,):
                 raise ValueError(f"expected one label per sample, shape ({num_samples},), got {tuple(labels.shape)}")
-        if guidance_scale is not None and labels is None:
-            raise ValueError("guidance_scale needs labels (the classes to guide towards)")
+        if getattr(self.config, "context_dim", None):
+            if context is None:
+                raise ValueError("this model cross-attends to a context: pass context= (e.g. encoded prompts) and context_mask=")
+            if context.shape[0] != num_samples:
+                raise ValueError(f"expected one context per sample, {num_samples} rows, got {tuple(context.shape)}")
+            if guidance_scale is not None and uncond_context is None:
+                raise ValueError("guidance_scale with a context needs uncond_context (e.g. the empty prompt's encoding)")
+            if uncond_context is not None and uncond_context.shape[0] == 1:
+                uncond_context = uncond_context.expand(num_samples, *uncond_context.shape[1:])
+                if uncond_context_mask is not None:
+                    uncond_context_mask = uncond_context_mask.expand(num_samples, *uncond_context_mask.shape[1:])
+        elif context is not None:
+            raise ValueError("context= needs a model with config.context_dim (cross-attention)")
+        if guidance_scale is not None and labels is None and context is None:
+            raise ValueError("guidance_scale needs labels or a context (the condition to guide towards)")
         if use_clipped_model_output is not None and sampler != "ddim":
             raise ValueError("use_clipped_model_output applies to the DDIM sampler only")
         scheduler = self.scheduler(sampler, clip_sample=clip)
@@ -159,7 +177,23 @@ class DiffusionModel(nn.Module):
             n = min(batch_size, num_samples - start)
             batch_labels = labels[start:start + n] if labels is not None else None
             net = self
-            if guidance_scale is not None:
+            if context is not None:
+                from coursekit.guidance import ClassifierFreeGuidance, Conditioned
+
+                rows = slice(start, start + n)
+                cond = {"context": context[rows], "context_mask": None if context_mask is None else context_mask[rows]}
+                if batch_labels is not None:
+                    cond["labels"] = batch_labels
+                if guidance_scale is None:
+                    net = Conditioned(self, cond)
+                else:
+                    uncond = {"context": uncond_context[rows],
+                              "context_mask": None if uncond_context_mask is None else uncond_context_mask[rows]}
+                    if batch_labels is not None:
+                        uncond["labels"] = torch.full_like(batch_labels, self.config.num_classes)
+                    net = ClassifierFreeGuidance(self, cond, uncond, guidance_scale)
+                batch_labels = None
+            elif guidance_scale is not None:
                 from coursekit.guidance import ClassifierFreeGuidance
 
                 net, batch_labels = ClassifierFreeGuidance.for_labels(self, batch_labels, guidance_scale), None
@@ -171,7 +205,8 @@ class DiffusionModel(nn.Module):
 
 
 def diffusion_loss(model: nn.Module, batch, generator: torch.Generator | None = None,
-                   schedule: NoiseSchedule | None = None, *, cond_drop_prob: float = 0.0) -> torch.Tensor:
+                   schedule: NoiseSchedule | None = None, *, cond_drop_prob: float = 0.0,
+                   context: torch.Tensor | None = None, context_mask: torch.Tensor | None = None) -> torch.Tensor:
     """DDPM's simple loss for one batch (algorithm 1):
 
     1. pick t uniformly from 0 .. T-1 for each image;
@@ -181,7 +216,10 @@ def diffusion_loss(model: nn.Module, batch, generator: torch.Generator | None = 
     A model whose ``config.prediction_type`` is ``"v_prediction"`` or ``"sample"`` regresses v or x0
     instead (:func:`training_target`). A class-conditional model (``config.num_classes``) is given the
     batch's labels (``batch = (images, labels)``), each replaced by the null label with probability
-    ``cond_drop_prob`` (condition dropout, for classifier-free guidance).
+    ``cond_drop_prob`` (condition dropout, for classifier-free guidance). A model with
+    ``config.context_dim`` cross-attends to ``context`` (B, L, context_dim) with its padding mask
+    (B, L); text conditioning drops its condition before encoding, as the empty prompt (see
+    :func:`coursekit.text_diffusion.text_diffusion_loss`).
     """
     x0 = batch[0] if isinstance(batch, (list, tuple)) else batch
     schedule = schedule if schedule is not None else model.schedule
@@ -192,17 +230,20 @@ def diffusion_loss(model: nn.Module, batch, generator: torch.Generator | None = 
     config = getattr(model, "config", None)
     prediction_type = getattr(config, "prediction_type", "epsilon")
     num_classes = getattr(config, "num_classes", None)
+    extra = {} if context is None else {"context": context, "context_mask": context_mask}
+    if context is None and getattr(config, "context_dim", None):
+        raise ValueError("this model cross-attends to a context: pass context= (and context_mask=)")
     if num_classes:
         if not isinstance(batch, (list, tuple)) or len(batch) < 2:
             raise ValueError("a class-conditional model trains on (images, labels) batches")
         from coursekit.guidance import drop_labels
 
         labels = drop_labels(batch[1].long(), cond_drop_prob, num_classes, generator)
-        prediction = model(x_t, t, labels)
+        prediction = model(x_t, t, labels, **extra)
     elif cond_drop_prob:
         raise ValueError("cond_drop_prob needs a class-conditional model (config.num_classes)")
     else:
-        prediction = model(x_t, t)
+        prediction = model(x_t, t, **extra)
     return F.mse_loss(prediction, training_target(x0, noise, t, schedule, prediction_type))
 
 

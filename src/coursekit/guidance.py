@@ -34,7 +34,7 @@ from torch import nn
 
 from coursekit.schedulers import PREDICTION_TYPES, NoiseSchedule
 
-__all__ = ["drop_labels", "ClassifierFreeGuidance", "ClassifierGuidance", "prediction_to_eps", "eps_to_prediction"]
+__all__ = ["drop_labels", "Conditioned", "ClassifierFreeGuidance", "ClassifierGuidance", "prediction_to_eps", "eps_to_prediction"]
 
 
 def drop_labels(labels: torch.Tensor, drop_prob: float, null_label: int,
@@ -63,6 +63,19 @@ def _batch_cat(first, second):
                              f"{tuple(second.shape)} (pad contexts to the same number of tokens)")
         return torch.cat([first, second])
     raise TypeError(f"expected tensors, got {type(first).__name__}")
+
+
+class Conditioned(nn.Module):
+    """``model`` with its condition fixed: ``forward(x_t, t)`` -> ``model(x_t, t, **cond)`` (no guidance),
+    so that a sampling loop that only knows ``(x_t, t)`` can run a conditional model."""
+
+    def __init__(self, model: nn.Module, cond: dict):
+        super().__init__()
+        self.model, self.cond = model, cond
+
+    def forward(self, x: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        return self.model(x, timesteps, **{k: v.to(x.device) if isinstance(v, torch.Tensor) else v
+                                           for k, v in self.cond.items()})
 
 
 class ClassifierFreeGuidance(nn.Module):
