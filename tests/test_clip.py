@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from coursekit.checkpoint import load_checkpoint, save_checkpoint
 from coursekit.cli import main
-from coursekit.clip import (ATTRIBUTES, CONTEXT_LENGTH, CLIPConfig, DigitCLIP, attribute_levels, build_vocabulary,
+from coursekit.clip import (ATTRIBUTES, CONTEXT_LENGTH, DIGIT_NAMES as DIGIT_WORDS, CLIPConfig, DigitCLIP, attribute_levels, build_vocabulary,
                             caption, caption_words, clip_loss, load_tokenizer, measure_attributes, random_captions,
                             random_shift, retrieval_recall, tokenize, write_tokenizer, zero_shot_digits)
 from coursekit.diffusion import DiffusionConfig, DiffusionModel
@@ -265,3 +265,81 @@ def test_train_clip_command_records_zero_shot_attributes_and_recall(tmp_path):
     assert record["evaluations"][-1]["stored_in"] == "metrics.other"
     with pytest.raises(SystemExit, match="not both"):
         main(["train", "ddpm", "--num-classes", "10", "--text-clip", str(out), "--out", str(tmp_path / "x"), "--quiet"])
+
+
+def test_pretrained_clip_helpers_on_a_tiny_local_clip(monkeypatch, tmp_path):
+    """The Colab-only cells of chapter 5 use these helpers with OpenAI's CLIP; here they run on a tiny
+    CLIPModel built from a config (nothing downloaded), and a missing hub gives a clear error."""
+    from transformers import (CLIPConfig as HFCLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor,
+                              CLIPTextConfig, CLIPTokenizer, CLIPVisionConfig)
+
+    from coursekit import pretrained
+
+    write_tokenizer(tmp_path)
+    vocab, _ = build_vocabulary()
+    text = CLIPTextConfig(vocab_size=len(vocab), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                          num_attention_heads=2, max_position_embeddings=32, projection_dim=8,
+                          bos_token_id=vocab["<|startoftext|>"], eos_token_id=vocab["<|endoftext|>"])
+    vision = CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+                              image_size=32, patch_size=8, projection_dim=8)
+    config = HFCLIPConfig(text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=8)
+    torch.manual_seed(0)
+    model = CLIPModel._from_config(config, attn_implementation="eager").eval()
+    processor = CLIPProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32},
+                                                                 crop_size={"height": 32, "width": 32}),
+                              tokenizer=CLIPTokenizer.from_pretrained(tmp_path))
+    calls = []
+
+    def fake(cls_name, result):
+        def from_pretrained(repo_id, **kwargs):
+            calls.append((cls_name, repo_id))
+            return result
+        return from_pretrained
+
+    monkeypatch.setattr(CLIPModel, "from_pretrained", fake("model", model))
+    monkeypatch.setattr(CLIPProcessor, "from_pretrained", fake("processor", processor))
+    loaded, loaded_processor = pretrained.load_pretrained_clip(device="cpu")
+    assert calls == [("model", pretrained.PRETRAINED_CLIP["repo_id"]), ("processor", pretrained.PRETRAINED_CLIP["repo_id"])]
+    digits = torch.rand(3, 1, 28, 28)
+    probs = pretrained.clip_zero_shot(loaded, loaded_processor, digits, list(DIGIT_WORDS))
+    assert probs.shape == (3, 10) and torch.allclose(probs.sum(1), torch.ones(3), atol=1e-5)
+    attention = pretrained.clip_attention_map(loaded, loaded_processor, digits[0])
+    assert attention.shape == (4, 4) and 0 < attention.sum() <= 1 + 1e-5
+
+    def offline(*args, **kwargs):
+        raise OSError("We couldn't connect to 'https://huggingface.co' to load this model")
+
+    monkeypatch.setattr(CLIPModel, "from_pretrained", offline)
+    with pytest.raises(pretrained.HubUnavailable, match="needs the internet: run it in Colab") as error:
+        pretrained.load_pretrained_clip(device="cpu")
+    assert pretrained.PRETRAINED_CLIP["repo_id"] in str(error.value)
+
+
+def test_clip_guidance_moves_the_estimate_of_x0_towards_the_prompt():
+    from coursekit.guidance import CLIPGuidance, prediction_to_eps
+
+    clip, _ = text_models()
+    torch.manual_seed(1)
+    diffusion = DiffusionModel(DiffusionConfig(base_channels=8, channel_mults=(1, 2), prediction_type="v_prediction"))
+    with torch.no_grad():
+        for parameter in diffusion.parameters():
+            if parameter.ndim > 1 and not parameter.any():
+                parameter.normal_(0, 0.1)
+    text = clip.encode_prompts(["a thick seven", "a one"]).detach()
+    x, t = torch.randn(2, 1, 28, 28, generator=torch.Generator().manual_seed(0)), torch.tensor([300, 300])
+    with torch.no_grad():
+        plain = diffusion(x, t)
+    assert torch.equal(CLIPGuidance(diffusion, clip, text, 0.0)(x, t), plain)
+    alpha_bar = diffusion.schedule.alphas_cumprod[300]
+
+    def similarity(output):
+        eps = prediction_to_eps(output, x, t, diffusion.schedule, "v_prediction")
+        x0 = (x - (1 - alpha_bar).sqrt() * eps) / alpha_bar.sqrt()
+        return (clip.encode_image((x0.clamp(-1, 1) + 1) / 2) * text).sum(1)
+
+    guided = CLIPGuidance(diffusion, clip, text, 0.5)(x, t)
+    assert guided.shape == plain.shape and not torch.allclose(guided, plain)
+    with torch.no_grad():  # the guided prediction's x0 (at fixed x_t) agrees more with each prompt
+        assert (similarity(guided) > similarity(plain)).all()
+    with pytest.raises(ValueError, match="one per image"):
+        CLIPGuidance(diffusion, clip, text[:1], 1.0)(x, t)

@@ -34,7 +34,7 @@ from torch import nn
 
 from coursekit.schedulers import PREDICTION_TYPES, NoiseSchedule
 
-__all__ = ["drop_labels", "Conditioned", "ClassifierFreeGuidance", "ClassifierGuidance", "prediction_to_eps", "eps_to_prediction"]
+__all__ = ["drop_labels", "Conditioned", "ClassifierFreeGuidance", "ClassifierGuidance", "CLIPGuidance", "prediction_to_eps", "eps_to_prediction"]
 
 
 def drop_labels(labels: torch.Tensor, drop_prob: float, null_label: int,
@@ -191,3 +191,46 @@ class ClassifierGuidance(nn.Module):
         sigma = (1 - _alpha_bar(self.schedule, timesteps, x)).sqrt()
         eps = eps - self.scale * sigma * self.log_prob_gradient(x, timesteps)
         return eps_to_prediction(eps, x, timesteps, self.schedule, self.prediction_type)
+
+
+class CLIPGuidance(nn.Module):
+    """``model`` guided towards texts by a CLIP, as in GLIDE: ``forward(x_t, t)`` -> guided prediction.
+
+    GLIDE (Nichol et al. 2022) adds ``s * grad_{x_t} (f(x_t) . g(c))``, the gradient of the similarity between
+    a noise-aware CLIP's image embedding f and the text embedding g(c), to the score, as classifier
+    guidance does with log p(y | x_t). The course's CLIP was trained on clean digits only, so here f
+    looks at the model's current estimate of x0 (clipped to [-1, 1], mapped to [0, 1]) and the gradient
+    flows back to x_t through the U-Net:
+
+        eps_hat = eps - s * sqrt(1 - alpha_bar_t) * grad_{x_t} cos(f(x0_hat(x_t)), g(c)).
+
+    ``text_embeddings``: (B, D) unit vectors, one per image (e.g. ``clip.encode_prompts(prompts)``).
+    """
+
+    def __init__(self, model: nn.Module, clip: nn.Module, text_embeddings: torch.Tensor, scale: float,
+                 schedule: NoiseSchedule | None = None, prediction_type: str | None = None):
+        super().__init__()
+        self.model, self.clip = model, clip
+        self.text_embeddings, self.scale = text_embeddings.detach(), float(scale)
+        self.schedule = schedule if schedule is not None else model.schedule
+        self.prediction_type = prediction_type or getattr(model.config, "prediction_type", "epsilon")
+
+    def forward(self, x: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        if self.text_embeddings.shape[0] != x.shape[0]:
+            raise ValueError(f"expected {x.shape[0]} text embeddings, one per image, got {self.text_embeddings.shape[0]}")
+        timesteps = torch.as_tensor(timesteps, device=x.device)
+        if timesteps.ndim == 0:
+            timesteps = timesteps.expand(x.shape[0])
+        if self.scale == 0:
+            with torch.no_grad():
+                return self.model(x, timesteps)
+        alpha_bar = _alpha_bar(self.schedule, timesteps, x)
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)
+            eps = prediction_to_eps(self.model(x, timesteps), x, timesteps, self.schedule, self.prediction_type)
+            x0 = (x - (1 - alpha_bar).sqrt() * eps) / alpha_bar.sqrt()
+            images = (x0.clamp(-1, 1) + 1) / 2
+            similarity = (self.clip.encode_image(images) * self.text_embeddings.to(x.device)).sum()
+            gradient = torch.autograd.grad(similarity, x)[0]
+        eps = eps.detach() - self.scale * (1 - alpha_bar).sqrt() * gradient
+        return eps_to_prediction(eps, x.detach(), timesteps, self.schedule, self.prediction_type)
