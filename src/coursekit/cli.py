@@ -757,6 +757,170 @@ def evaluate_text_guidance(t2i, scales: list[float], spec: str, num_samples: int
     return results
 
 
+def train_latent_autoencoder(args) -> dict:
+    """``coursekit train latent-autoencoder``: chapter 6's KL-regularised ``AutoencoderKL`` on the digits padded to
+    32 x 32 (coursekit.stable_diffusion). Records the held-out reconstruction error (decoding the posterior
+    means), the FID/KID of the held-out reconstructions beside the floor, the latent statistics per channel and the
+    scaling factor 1 / std of the training digits' latents, which is also stored in the autoencoder's config.
+    Writes ``OUT/vae/`` (diffusers' save_pretrained layout) and ``OUT/training.json``."""
+    import dataclasses
+
+    from torch.utils.data import TensorDataset
+
+    from coursekit.data import make_loader
+    from coursekit.eval.quality import score_samples
+    from coursekit.stable_diffusion import (LatentAutoencoderConfig, crop_digits, encode_latents, latent_autoencoder,
+                                            latent_autoencoder_loss, latent_statistics, pad_digits)
+    from coursekit.training import train
+
+    train_set, test_set = _data(args, "train"), _data(args, "test")
+    torch.manual_seed(args.seed)
+    config = LatentAutoencoderConfig(block_out_channels=tuple(args.block_out_channels), layers_per_block=args.layers_per_block,
+                                     latent_channels=args.latent_channels, norm_num_groups=args.norm_num_groups)
+    vae = latent_autoencoder(config)
+    device = torch.device(args.device) if args.device else get_device()
+    history = train(vae, make_loader(TensorDataset(pad_digits(train_set.images)), args.batch_size,
+                                     generator=torch.Generator().manual_seed(args.seed)),
+                    functools.partial(latent_autoencoder_loss, kl_weight=args.kl_weight), epochs=args.epochs, lr=args.lr,
+                    device=device, generator=torch.Generator(device=device).manual_seed(args.seed),
+                    progress=not args.quiet, max_steps=args.max_steps)
+    vae.cpu().eval()
+    test_images = pad_digits(test_set.images)
+    with torch.no_grad():
+        decoded = torch.cat([vae.decode(vae.encode(test_images[i:i + 500]).latent_dist.mode()).sample
+                             for i in range(0, len(test_images), 500)])
+    reconstructions = crop_digits((decoded.clamp(-1, 1) + 1) / 2)   # (N, 1, 28, 28) in [0, 1], as the digits
+    train_latents = encode_latents(vae, pad_digits(train_set.images), generator=torch.Generator().manual_seed(args.seed))
+    statistics = latent_statistics(train_latents)
+    vae.register_to_config(scaling_factor=statistics["scaling_factor"])
+    held_out = latent_statistics(encode_latents(vae, test_images, generator=torch.Generator().manual_seed(args.seed)))
+    metrics: dict = {
+        "test_mse": float(((reconstructions - test_set.images) ** 2).mean()), "test_images": len(test_set),
+        "test_mse_what": "held-out digits, pixels in [0, 1], the 28 x 28 digit area of decode(posterior mean)",
+        "scaling_factor": statistics["scaling_factor"], "kl_weight": args.kl_weight,
+        "latent_statistics": {"train": statistics, "held_out": held_out,
+                              "what": "latents sampled from q(z|x) (seed as the command's), unscaled; the scaling "
+                                      "factor is 1 / the std of all training latents (as Stable Diffusion's 0.18215)"},
+        "loss": "per image: L1 reconstruction summed over the 32 x 32 pixels + kl_weight * KL(q(z|x) || N(0, I)) (LDM's "
+                "KL-reg. autoencoder without its LPIPS and discriminator terms)"}
+    if args.eval_samples:
+        scores = score_samples(reconstructions, pixel_range=(0, 1), num_samples=min(args.eval_samples, len(test_set)),
+                               seed=REFERENCE_SEED)
+        metrics["reconstruction_quality"] = {**evaluation_header(scores["num_samples"], args.seed),
+                                             "samples": quality_row(scores),
+                                             "sampling": "reconstructions of the first N held-out digits"}
+    record = _record(args, vae, history, train_set, metrics)
+    record["config"] = dataclasses.asdict(config)
+    out = Path(args.out)
+    vae.save_pretrained(str(out / "vae"))
+    (out / "training.json").write_text(json.dumps(record, indent=2) + "\n")
+    return {key: value for key, value in metrics.items() if key != "latent_statistics"}
+
+
+def evaluate_latent_guidance(pipe, scales: list[float], num_inference_steps: int, num_samples: int, seed: int,
+                             quiet: bool = True, batch_size: int = 250) -> dict:
+    """Prompt accuracy and the validated metric of a small Stable Diffusion pipeline over guidance scales w:
+    ``num_samples`` prompts (:func:`coursekit.text_diffusion.evaluation_prompts`, seed ``seed``), one sample each
+    from :func:`coursekit.stable_diffusion.generate` with the pipeline's scheduler, cropped to the 28 x 28 digit;
+    digit and attribute accuracy, FID/KID beside the floor at that N, and sampling speed."""
+    from coursekit.eval.quality import score_samples
+    from coursekit.stable_diffusion import crop_digits, generate
+    from coursekit.text_diffusion import evaluation_prompts, prompt_accuracy
+
+    digits, levels, prompts = evaluation_prompts(num_samples, seed)
+    results = {**evaluation_header(num_samples, seed),
+               "sampler": f"{type(pipe.scheduler).__name__}, {num_inference_steps} steps",
+               "prompts": "full captions: digits 0..9 in turn, each attribute's third drawn uniformly (seeded); "
+                          "accuracy of an attribute over the prompts that say it (chance 1/3)",
+               "example_prompts": prompts[:10],
+               "guidance": "eps_neg + w (eps_cond - eps_neg) with the empty prompt as the negative prompt",
+               "scales": {}}
+    for w in scales:
+        generator = torch.Generator(device=pipe.unet.device).manual_seed(seed)
+        start = time.perf_counter()
+        images = torch.cat([generate(prompts[i:i + batch_size], pipe.vae, pipe.text_encoder, pipe.tokenizer, pipe.unet,
+                                     pipe.scheduler, guidance_scale=w, num_inference_steps=num_inference_steps,
+                                     generator=generator).cpu() for i in range(0, num_samples, batch_size)])
+        seconds = time.perf_counter() - start
+        images = crop_digits(images)
+        scores = score_samples(images, pixel_range=(0, 1), num_samples=num_samples, seed=REFERENCE_SEED)
+        row = {**quality_row(scores, None, seconds), **prompt_accuracy(images, digits, levels),
+               "images_per_second": round(num_samples / seconds, 2)}
+        results["scales"][f"{w:g}"] = row
+        if not quiet:
+            print(f"w={w:<4g} digit {row['digit_accuracy']:.3f} thickness {row['thickness_accuracy']:.3f} size "
+                  f"{row['size_accuracy']:.3f} slant {row['slant_accuracy']:.3f} FID {row['fid']:7.3f} "
+                  f"({row['fid_over_floor']:5.2f}x floor) {seconds:.0f} s", flush=True)
+    return results
+
+
+def train_latent_diffusion(args) -> dict:
+    """``coursekit train latent-diffusion --vae DIR --clip NAME``: chapter 6's small Stable Diffusion. Trains a
+    ``UNet2DConditionModel`` on the frozen autoencoder's scaled latents, cross-attending to the frozen CLIP text
+    tower, with empty-prompt condition dropout and an EMA of the weights; writes the whole pipeline folder
+    (diffusers' layout, DDIM as its scheduler) with ``training.json``, and records prompt accuracy and FID/KID
+    over ``--eval-guidance-scales``."""
+    import dataclasses
+
+    from diffusers import DDIMScheduler
+    from torch.utils.data import TensorDataset
+
+    from coursekit.checkpoint import load_checkpoint
+    from coursekit.clip import attribute_levels
+    from coursekit.data import make_loader
+    from coursekit.stable_diffusion import (IMAGE_SIZE, LatentUNetConfig, build_pipeline, clip_tokenizer,
+                                            latent_diffusion_loss, latent_unet, load_latent_autoencoder, noise_scheduler,
+                                            pad_digits, save_pipeline, text_encoder_from_clip)
+    from coursekit.training import train
+
+    train_set = _data(args, "train")
+    torch.manual_seed(args.seed)
+    device = torch.device(args.device) if args.device else get_device()
+    vae = load_latent_autoencoder(args.vae, device=device)
+    clip = load_checkpoint(args.clip, device=device).eval().requires_grad_(False)
+    if clip.model_type != "clip":
+        raise SystemExit(f"--clip {args.clip!r} holds a {clip.model_type}, not a clip")
+    text_encoder, tokenizer = text_encoder_from_clip(clip), clip_tokenizer()
+    config = LatentUNetConfig(sample_size=IMAGE_SIZE // 2 ** (len(vae.config.block_out_channels) - 1),
+                              latent_channels=vae.config.latent_channels, block_out_channels=tuple(args.block_out_channels),
+                              layers_per_block=args.layers_per_block, cross_attention_levels=tuple(args.cross_attention_levels),
+                              attention_heads=args.attention_heads, cross_attention_dim=clip.config.text_width,
+                              norm_num_groups=args.norm_num_groups)
+    unet = latent_unet(config)
+    scheduler = noise_scheduler(args.prediction_type)
+    levels = attribute_levels(train_set.images, train_set.labels)
+    data = TensorDataset(pad_digits(train_set.images), train_set.labels, levels)
+    loss_fn = functools.partial(latent_diffusion_loss, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
+                                scheduler=scheduler, cond_drop_prob=args.cond_drop, keep_prob=args.keep_prob)
+    ema = EMA(unet, args.ema_decay)
+    ema.model.to(device)
+    total = args.epochs * ((len(train_set) + args.batch_size - 1) // args.batch_size)
+    warmup = max(1, min(200, total // 10))  # learning-rate warm-up steps, then a linear decay (as train ddpm)
+    history = train(unet, make_loader(data, args.batch_size, generator=torch.Generator().manual_seed(args.seed)), loss_fn,
+                    epochs=args.epochs, lr=args.lr, device=device,
+                    generator=torch.Generator(device=device).manual_seed(args.seed), progress=not args.quiet,
+                    lr_schedule=lambda opt: torch.optim.lr_scheduler.LambdaLR(
+                        opt, lambda step: min(1.0, (step + 1) / warmup) * max(0.05, 1 - step / total)),
+                    on_step=ema.update, max_steps=args.max_steps)
+    unet = ema.model.to(device).eval()
+    pipe = build_pipeline(vae, text_encoder, tokenizer, unet, DDIMScheduler.from_config(scheduler.config))
+    metrics: dict = {"ema_decay": args.ema_decay, "ema_decay_reached": round(ema.reached, 6),
+                     "prediction_type": args.prediction_type, "cond_drop": args.cond_drop, "keep_prob": args.keep_prob,
+                     "condition_dropout": "the prompt replaced by the empty prompt before encoding",
+                     "scaling_factor": vae.config.scaling_factor, "sampling_device": str(device)}
+    if args.eval_guidance_scales and args.eval_samples:
+        metrics["prompt_guidance"] = evaluate_latent_guidance(pipe, args.eval_guidance_scales, args.eval_steps,
+                                                              args.eval_samples, args.seed + 1, args.quiet)
+    record = _record(args, unet, history, train_set, metrics)
+    record["config"] = dataclasses.asdict(config)
+    record["parts"] = {"vae": args.vae, "clip": args.clip, "scheduler_trained_with": "DDPMScheduler",
+                       "parameters": {"vae": sum(p.numel() for p in vae.parameters()),
+                                      "text_encoder": sum(p.numel() for p in text_encoder.parameters()),
+                                      "unet": sum(p.numel() for p in unet.parameters())}}
+    save_pipeline(pipe.to("cpu"), args.out, record)
+    return {key: value for key, value in metrics.items() if key != "prompt_guidance"}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="coursekit", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -771,7 +935,9 @@ def build_parser() -> argparse.ArgumentParser:
                            "noisy-classifier": dict(epochs=30, lr=3e-3, batch_size=128),
                            "clip": dict(epochs=40, lr=5e-4, batch_size=256),
                            "dcgan": dict(epochs=40, lr=2e-4, batch_size=64),
-                           "wgan-gp": dict(epochs=40, lr=2e-4, batch_size=64)}.items():
+                           "wgan-gp": dict(epochs=40, lr=2e-4, batch_size=64),
+                           "latent-autoencoder": dict(epochs=30, lr=1e-3, batch_size=128),
+                           "latent-diffusion": dict(epochs=100, lr=5e-4, batch_size=128)}.items():
         sub = models.add_parser(name)
         sub.add_argument("--out", required=True, help="checkpoint folder to write")
         sub.add_argument("--epochs", type=int, default=defaults["epochs"])
@@ -854,6 +1020,37 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--grid", default=None, help="also write the last fixed-noise grid to this PNG")
         if name == "autoencoder":
             sub.add_argument("--noise-std", type=float, default=0.0, help="> 0 trains a denoising autoencoder")
+        if name == "latent-autoencoder":
+            sub.add_argument("--block-out-channels", type=int, nargs="+", default=[16, 32, 64],
+                             help="one width per block; all but the last halve the resolution (3 blocks: 32 -> 8)")
+            sub.add_argument("--layers-per-block", type=int, default=1)
+            sub.add_argument("--latent-channels", type=int, default=4)
+            sub.add_argument("--norm-num-groups", type=int, default=8)
+            sub.add_argument("--kl-weight", type=float, default=1e-6, help="weight of the KL term (LDM's KL-f8: 1e-6)")
+            sub.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps (smoke tests)")
+            sub.add_argument("--eval-samples", type=int, default=1000,
+                             help="held-out reconstructions scored by FID/KID beside the floor (0: skip)")
+        if name == "latent-diffusion":
+            sub.add_argument("--vae", required=True, help="a folder written by coursekit train latent-autoencoder")
+            sub.add_argument("--clip", required=True, help="a clip checkpoint: its frozen text tower is the text encoder")
+            sub.add_argument("--block-out-channels", type=int, nargs="+", default=[32, 64])
+            sub.add_argument("--layers-per-block", type=int, default=2)
+            sub.add_argument("--cross-attention-levels", type=int, nargs="*", default=[0, 1],
+                             help="levels with a spatial transformer besides the middle (0 = the full latent resolution)")
+            sub.add_argument("--attention-heads", type=int, default=4)
+            sub.add_argument("--norm-num-groups", type=int, default=8)
+            sub.add_argument("--prediction-type", choices=["epsilon", "v_prediction"], default="epsilon",
+                             help="what the U-Net predicts (Stable Diffusion 1.x: epsilon)")
+            sub.add_argument("--cond-drop", type=float, default=0.1,
+                             help="probability of replacing a prompt by the empty prompt (classifier-free guidance)")
+            sub.add_argument("--keep-prob", type=float, default=0.5,
+                             help="probability that a training caption says each attribute")
+            sub.add_argument("--ema-decay", type=float, default=0.999)
+            sub.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps (smoke tests)")
+            sub.add_argument("--eval-samples", type=int, default=1000)
+            sub.add_argument("--eval-guidance-scales", type=float, nargs="*", default=[1, 3, 5, 7.5],
+                             help="guidance scales w at which to record prompt accuracy and FID/KID (none: skip)")
+            sub.add_argument("--eval-steps", type=int, default=50, help="DDIM steps of the evaluation samples")
         if name == "vae":
             sub.add_argument("--beta", type=float, default=1.0, help="weight of the KL term")
             sub.add_argument("--decoder", choices=["bernoulli", "gaussian"], default="bernoulli")
@@ -928,7 +1125,8 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         metrics = {"classifier": train_classifier, "robust-classifier": train_robust_classifier,
                    "autoencoder": train_autoencoder, "vae": train_vae,
-                   "ddpm": train_ddpm, "noisy-classifier": train_noisy_classifier, "clip": train_clip, "dcgan": train_gan_command, "wgan-gp": train_gan_command}[args.model](args)
+                   "ddpm": train_ddpm, "noisy-classifier": train_noisy_classifier, "clip": train_clip, "dcgan": train_gan_command, "wgan-gp": train_gan_command,
+                   "latent-autoencoder": train_latent_autoencoder, "latent-diffusion": train_latent_diffusion}[args.model](args)
         print(json.dumps(metrics, indent=2))
         print(f"wrote {args.out} in {time.perf_counter() - start:.0f} s")
     elif args.command == "sample":
