@@ -343,3 +343,36 @@ def test_clip_guidance_moves_the_estimate_of_x0_towards_the_prompt():
         assert (similarity(guided) > similarity(plain)).all()
     with pytest.raises(ValueError, match="one per image"):
         CLIPGuidance(diffusion, clip, text[:1], 1.0)(x, t)
+
+
+# --- the shipped checkpoints of chapter 5 ------------------------------------------------------
+
+
+def test_shipped_clip_reaches_its_recorded_zero_shot_accuracy(mnist_test):
+    model = load_checkpoint("clip")
+    from coursekit.checkpoint import read_record
+
+    record = read_record("clip")
+    metrics = record["metrics"]
+    assert record["command"].startswith("coursekit train clip")
+    accuracy = (zero_shot_digits(model, mnist_test.images) == mnist_test.labels).double().mean().item()
+    assert accuracy == pytest.approx(metrics["zero_shot_accuracy"], abs=0.002) and accuracy >= 0.9
+    assert all(metrics["attribute_accuracy"][a]["accuracy"] > 0.9 for a in ATTRIBUTES)
+    assert metrics["retrieval"]["text_to_image_recall@5"] >= metrics["retrieval"]["text_to_image_recall@1"]
+
+
+def test_shipped_noisy_classifier_and_class_conditional_ddpm_records():
+    from coursekit.checkpoint import read_record
+
+    noisy = read_record("noisy-classifier")["metrics"]["test_accuracy_at_t"]
+    assert noisy["0"] > 0.95 and noisy["999"] < 0.2  # recognises clean digits, is near chance on pure noise
+    model = load_checkpoint("ddpm-class")
+    assert model.config.num_classes == 10 and model.config.prediction_type == "v_prediction"
+    sweep = read_record("ddpm-class")["metrics"]["guidance"]
+    assert sweep["num_samples"] == 1000 and sweep["sampler"] == "ddim-50"
+    assert set(sweep["scales"]) == {"0", "1", "2", "3", "5", "7.5"}
+    for row in sweep["scales"].values():
+        assert row["fid_over_floor"] == pytest.approx(row["fid"] / sweep["floor"]["fid"])
+        assert sum(row["class_histogram"]) == 1000 and 0 <= row["class_accuracy"] <= 1
+    # guidance towards the label: the unconditional model (w = 0) is at chance, the guided ones far above
+    assert sweep["scales"]["0"]["class_accuracy"] < 0.2 < 0.9 < sweep["scales"]["3"]["class_accuracy"]
