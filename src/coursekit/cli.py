@@ -500,6 +500,9 @@ def evaluate_guidance_command(args, model, record: dict, device) -> dict:
         results, key = evaluate_guidance(model, args.guidance_scales, spec, args.num_samples, seed, quiet=False), "guidance"
     results["device"] = str(device)
     if args.write:
+        from coursekit.checkpoint import read_record
+
+        record = read_record(args.checkpoint)  # afresh: another evaluation may have written while this one sampled
         key = args.key if args.key != "evaluation" else key
         metrics = record.setdefault("metrics", {})
         stored = metrics.get(key)
