@@ -376,3 +376,24 @@ def test_shipped_noisy_classifier_and_class_conditional_ddpm_records():
         assert sum(row["class_histogram"]) == 1000 and 0 <= row["class_accuracy"] <= 1
     # guidance towards the label: the unconditional model (w = 0) is at chance, the guided ones far above
     assert sweep["scales"]["0"]["class_accuracy"] < 0.2 < 0.9 < sweep["scales"]["3"]["class_accuracy"]
+
+
+def test_shipped_text_conditional_ddpm_follows_its_prompts():
+    from coursekit.checkpoint import read_record
+
+    model = load_checkpoint("ddpm-text")
+    record = read_record("ddpm-text")
+    assert model.config.context_dim == load_checkpoint("clip").config.text_width
+    assert record["metrics"]["text_encoder"] == "clip" and "--text-clip clip" in record["command"]
+    sweep = record["metrics"]["prompt_guidance"]
+    assert sweep["num_samples"] == 500 and set(sweep["scales"]) == {"0", "1", "3", "7.5"}
+    unguided, guided = sweep["scales"]["0"], sweep["scales"]["3"]
+    assert unguided["digit_accuracy"] < 0.2 and guided["digit_accuracy"] > 0.9  # the empty prompt vs the prompt
+    for attribute in ATTRIBUTES:  # chance is 1/3 for an attribute's third
+        assert unguided[f"{attribute}_accuracy"] < 0.45 < guided[f"{attribute}_accuracy"]
+    for row in sweep["scales"].values():
+        assert row["fid_over_floor"] == pytest.approx(row["fid"] / sweep["floor"]["fid"])
+    t2i = TextToImage(model, load_checkpoint("clip"))
+    images = t2i.sample(["a thick seven", "a thin one"], guidance_scale=3.0, generator=torch.Generator().manual_seed(0),
+                        num_inference_steps=5)
+    assert images.shape == (2, 1, 28, 28)
