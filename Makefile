@@ -26,7 +26,7 @@ test: setup
 	$(BIN)/python -m pytest -ra
 
 # Regenerate the student versions in exercises/ from solutions/ (never edit exercises/ by hand).
-ASSIGNMENTS ?= ps1 ps2 ps3 ps4 ps5
+ASSIGNMENTS ?= ps1 ps2 ps3 ps4 ps5 ps6
 exercises: setup
 	for assignment in $(ASSIGNMENTS); do PATH="$(CURDIR)/$(BIN):$$PATH" nbgrader generate_assignment $$assignment --force || exit 1; done
 

@@ -806,7 +806,7 @@ def test_a_busy_machine_costs_correct_answers_nothing(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("assignment", ["ps2", "ps3", "ps4", "ps5"])
+@pytest.mark.parametrize("assignment", ["ps2", "ps3", "ps4", "ps5", "ps6"])
 def test_each_set_s_correct_answers_get_full_marks_in_the_sandbox(tmp_path, assignment):
     """The sandboxed kernel (CPU limit, rebinding watch, /proc and /dev narrowed) changes nothing for a
     correct submission of the other sets: full marks, no notes, nothing for review."""
