@@ -732,7 +732,6 @@ def evaluate_text_guidance(t2i, scales: list[float], spec: str, num_samples: int
     prompts (:func:`coursekit.text_diffusion.evaluation_prompts`, seed ``seed``), one sample each
     drawn with ``spec`` (x0 clipped) from ``seed``; digit and attribute accuracy, and the validated
     metric at that N beside the floor at that N."""
-    from coursekit.diffusion import DiffusionModel
     from coursekit.eval.quality import score_samples
     from coursekit.text_diffusion import evaluation_prompts, prompt_accuracy
 
@@ -744,7 +743,6 @@ def evaluate_text_guidance(t2i, scales: list[float], spec: str, num_samples: int
                "example_prompts": prompts[:10],
                "guidance": "eps_uncond + w (eps_cond - eps_uncond) with the empty prompt as the unconditional input",
                "scales": {}}
-    assert isinstance(t2i.diffusion, DiffusionModel)
     for w in scales:
         start = time.perf_counter()
         images = t2i.sample(prompts, guidance_scale=w, generator=torch.Generator().manual_seed(seed), sampler=p["sampler"],
