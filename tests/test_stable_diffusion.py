@@ -9,7 +9,7 @@ import torch
 from coursekit.clip import CLIPConfig, DigitCLIP, caption, tokenize
 from coursekit.stable_diffusion import (EMPTY_PROMPT, LatentAutoencoderConfig, LatentUNetConfig, build_pipeline,
                                         clip_tokenizer, crop_digits, encode_latents, encode_text, generate,
-                                        latent_autoencoder, latent_autoencoder_loss, latent_diffusion_loss,
+                                        latent_autoencoder, latent_autoencoder_loss, latent_diffusion_loss, latent_moments,
                                         latent_statistics, latent_unet, load_latent_autoencoder, load_pipeline,
                                         noise_scheduler, pad_digits, save_pipeline, scaling_factor_from_latents,
                                         text_encoder_from_clip)
@@ -256,6 +256,28 @@ def test_condition_dropout_replaces_the_prompt_by_the_empty_prompt(parts, digits
                                        text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler,
                                        cond_drop_prob=0.0, scaling_factor=0.1).item()
     assert scaled != loss(labels, 0.0)
+
+
+def test_precomputed_moments_and_the_text_cache_give_the_same_loss(parts, digits):
+    """Training samples z from q(z|x) moments computed once and reuses each prompt's features: the same objective,
+    the same numbers, as encoding every batch afresh."""
+    vae, text_encoder, tokenizer, unet, scheduler = parts
+    images, labels, levels = _diffusion_batch(digits)
+    moments = latent_moments(vae, images, batch_size=3)                   # batched differently on purpose
+    assert moments.shape == (len(images), 2 * vae.config.latent_channels, 8, 8)
+    torch.testing.assert_close(moments[:, :4], vae.encode(images).latent_dist.mean, rtol=0, atol=1e-5)
+    cache = {}
+
+    def loss(batch, seed, **kwargs):
+        with torch.no_grad():
+            return latent_diffusion_loss(unet, batch, torch.Generator().manual_seed(seed), vae=vae,
+                                         text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler,
+                                         cond_drop_prob=0.3, **kwargs).item()
+
+    for seed in range(3):
+        fresh = loss((images, labels, levels), seed)
+        assert loss((moments, labels, levels), seed, text_cache=cache) == pytest.approx(fresh, rel=1e-5)
+    assert cache and all(features.shape == (12, TEXT_WIDTH) for features in cache.values())
 
 
 # ----------------------------------------------------------------------------------------------

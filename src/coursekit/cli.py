@@ -870,8 +870,8 @@ def train_latent_diffusion(args) -> dict:
     from coursekit.clip import attribute_levels
     from coursekit.data import make_loader
     from coursekit.stable_diffusion import (IMAGE_SIZE, LatentUNetConfig, build_pipeline, clip_tokenizer,
-                                            latent_diffusion_loss, latent_unet, load_latent_autoencoder, noise_scheduler,
-                                            pad_digits, save_pipeline, text_encoder_from_clip)
+                                            latent_diffusion_loss, latent_moments, latent_unet, load_latent_autoencoder,
+                                            noise_scheduler, pad_digits, save_pipeline, text_encoder_from_clip)
     from coursekit.training import train
 
     train_set = _data(args, "train")
@@ -890,9 +890,11 @@ def train_latent_diffusion(args) -> dict:
     unet = latent_unet(config)
     scheduler = noise_scheduler(args.prediction_type)
     levels = attribute_levels(train_set.images, train_set.labels)
-    data = TensorDataset(pad_digits(train_set.images), train_set.labels, levels)
+    # q(z|x) of every training digit, computed once (the autoencoder is frozen); z is sampled afresh each step
+    data = TensorDataset(latent_moments(vae, pad_digits(train_set.images).to(device)).cpu(), train_set.labels, levels)
     loss_fn = functools.partial(latent_diffusion_loss, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
-                                scheduler=scheduler, cond_drop_prob=args.cond_drop, keep_prob=args.keep_prob)
+                                scheduler=scheduler, cond_drop_prob=args.cond_drop, keep_prob=args.keep_prob,
+                                text_cache={})
     ema = EMA(unet, args.ema_decay)
     ema.model.to(device)
     total = args.epochs * ((len(train_set) + args.batch_size - 1) // args.batch_size)

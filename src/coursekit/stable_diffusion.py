@@ -59,8 +59,8 @@ RECORD_NAME = "training.json"
 __all__ = ["LatentAutoencoderConfig", "LatentUNetConfig", "pad_digits", "crop_digits", "latent_autoencoder",
            "latent_autoencoder_loss", "encode_latents", "scaling_factor_from_latents", "latent_statistics",
            "text_encoder_from_clip", "clip_tokenizer", "encode_text", "latent_unet", "noise_scheduler",
-           "latent_diffusion_loss", "build_pipeline", "save_pipeline", "load_pipeline", "load_latent_autoencoder",
-           "generate"]
+           "latent_diffusion_loss", "latent_moments", "build_pipeline", "save_pipeline", "load_pipeline",
+           "load_latent_autoencoder", "generate"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -275,15 +275,34 @@ def noise_scheduler(prediction_type: str = "epsilon", num_train_timesteps: int =
                          steps_offset=1, timestep_spacing="leading")
 
 
+@torch.no_grad()
+def latent_moments(vae, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+    """The parameters of q(z|x) for ``(N, 1, 32, 32)`` images in [-1, 1]: ``(N, 2 * latent_channels, 8, 8)``, the
+    means then the log-variances, as diffusers' ``DiagonalGaussianDistribution`` takes them. Encoding the
+    training set once and sampling z from these moments at every step gives the same objective as encoding each
+    batch afresh (the autoencoder is frozen), without running the encoder at every step."""
+    vae.eval()
+    device = next(vae.parameters()).device
+    return torch.cat([vae.encode(images[start:start + batch_size].to(device)).latent_dist.parameters.cpu()
+                      for start in range(0, len(images), batch_size)])
+
+
 def latent_diffusion_loss(unet, batch, generator: torch.Generator | None = None, *, vae, text_encoder, tokenizer,
                           scheduler, cond_drop_prob: float = 0.1, scaling_factor: float | None = None,
-                          keep_prob: float = 0.5) -> torch.Tensor:
+                          keep_prob: float = 0.5, text_cache: dict | None = None) -> torch.Tensor:
     """LDM's conditional objective (Rombach et al. 2022, eq. 4) on ``batch = (images 32 x 32 in [-1, 1], labels,
     attribute levels)``: encode each image with the frozen autoencoder and scale it (z = scaling_factor * a sample
     of q(z|x); default ``vae.config.scaling_factor``), caption it afresh (:func:`coursekit.clip.random_captions`),
     drop the caption to the empty prompt with probability ``cond_drop_prob``, encode the captions with the frozen
     text encoder, noise z to z_t with ``scheduler``, and return the MSE between the U-Net's output and its target
-    (eps, or v = sqrt(alpha_bar_t) eps - sqrt(1 - alpha_bar_t) z with ``v_prediction``)."""
+    (eps, or v = sqrt(alpha_bar_t) eps - sqrt(1 - alpha_bar_t) z with ``v_prediction``).
+
+    The first entry of ``batch`` may instead hold the posterior moments that :func:`latent_moments` computed
+    (``2 * latent_channels`` channels); z is then sampled from them. ``text_cache`` (a dict, kept by the caller)
+    remembers the features of each prompt seen, since the frozen text encoder gives a prompt the same features
+    every time."""
+    from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+
     from coursekit.clip import random_captions
     from coursekit.text_diffusion import drop_prompts
 
@@ -291,9 +310,19 @@ def latent_diffusion_loss(unet, batch, generator: torch.Generator | None = None,
     scaling_factor = vae.config.scaling_factor if scaling_factor is None else scaling_factor
     device = images.device
     with torch.no_grad():
-        z = vae.encode(images).latent_dist.sample(generator=generator) * scaling_factor     # (B, 4, 8, 8)
+        if images.shape[1] == 2 * vae.config.latent_channels:          # moments from latent_moments
+            posterior = DiagonalGaussianDistribution(images)
+        else:
+            posterior = vae.encode(images).latent_dist
+        z = posterior.sample(generator=generator) * scaling_factor                          # (B, 4, 8, 8)
         prompts = drop_prompts(random_captions(labels, levels, keep_prob, generator), cond_drop_prob, generator)
-        context = encode_text(text_encoder, tokenizer, prompts)                             # (B, 12, width)
+        if text_cache is None:
+            context = encode_text(text_encoder, tokenizer, prompts)                         # (B, 12, width)
+        else:
+            new = sorted(set(prompts) - text_cache.keys())
+            if new:
+                text_cache.update(zip(new, encode_text(text_encoder, tokenizer, new)))
+            context = torch.stack([text_cache[prompt] for prompt in prompts])               # (B, 12, width)
     eps = torch.randn(z.shape, generator=generator, device=device)
     t = torch.randint(0, scheduler.config.num_train_timesteps, (len(z),), generator=generator, device=device)
     z_t = scheduler.add_noise(z, eps, t)          # sqrt(alpha_bar_t) z + sqrt(1 - alpha_bar_t) eps
