@@ -22,8 +22,10 @@ $(VENV)/.installed: pyproject.toml
 book: setup
 	$(BIN)/jupyter-book build . -W --keep-going
 
+# The suite runs on every core (pytest-xdist), one test file per worker at a time, so that a file's
+# module-level fixtures (a throwaway course, a graded batch) are built once. PYTEST_ARGS adds options.
 test: setup
-	$(BIN)/python -m pytest -ra
+	$(BIN)/python -m pytest -ra -n auto --dist loadfile --durations=25 $(PYTEST_ARGS)
 
 # Regenerate the student versions in exercises/ from solutions/ (never edit exercises/ by hand).
 ASSIGNMENTS ?= ps1 ps2 ps3 ps4 ps5 ps6

@@ -7,7 +7,13 @@ import torch
 
 os.environ.setdefault("COURSEKIT_OFFLINE", "1")  # tests use the bundled digits, never the network
 os.environ.setdefault("COURSEKIT_DEVICE", "cpu")
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# Under pytest-xdist each worker gets its share of the cores, and so do the kernels and graders it starts,
+# rather than every worker's threads fighting over all of them.
+_workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+_threads = max(1, min(2, (os.cpu_count() or 1) // _workers))
+if _workers > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(_threads))
+torch.set_num_threads(min(_threads, torch.get_num_threads()))
 
 
 def pytest_collection_modifyitems(config, items):

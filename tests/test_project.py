@@ -91,8 +91,11 @@ def test_wheel_ships_every_checkpoint(tmp_path):
 
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", str(ROOT),
                     "-w", str(tmp_path)], check=True, capture_output=True)
-    names = zipfile.ZipFile(next(tmp_path.glob("coursekit-*.whl"))).namelist()
-    for folder in (ROOT / "src" / "coursekit" / "checkpoints").iterdir():
-        if (folder / "config.json").is_file():
-            for file in ("config.json", "model.safetensors", "training.json"):
-                assert f"coursekit/checkpoints/{folder.name}/{file}" in names
+    names = set(zipfile.ZipFile(next(tmp_path.glob("coursekit-*.whl"))).namelist())
+    checkpoints = ROOT / "src" / "coursekit" / "checkpoints"
+    # every file of every checkpoint, including the nested folders of a pipeline (unet/, vae/, tokenizer/, ...)
+    files = [path.relative_to(checkpoints).as_posix() for path in checkpoints.rglob("*")
+             if path.is_file() and "__pycache__" not in path.parts]
+    assert any(file.endswith("/model.safetensors") for file in files)
+    missing = [file for file in files if f"coursekit/checkpoints/{file}" not in names]
+    assert not missing, f"not in the wheel (add a glob to [tool.setuptools.package-data]): {missing}"
