@@ -442,3 +442,24 @@ def test_cli_trains_the_autoencoder_then_the_pipeline(tmp_path, monkeypatch):
     with pytest.raises(SystemExit, match="not a clip"):
         main(["train", "latent-diffusion", "--vae", str(vae_dir), "--clip", "mnist-classifier", "--out",
               str(tmp_path / "x"), "--quiet", "--device", "cpu"])
+
+    # coursekit sample drives the folder through the pipeline: prompts, negative prompt, swapped scheduler, seed
+    from diffusers import EulerDiscreteScheduler
+
+    out = tmp_path / "samples.pt"
+    main(["sample", str(sd_dir), "--prompt", "a three", "a seven", "--num-samples", "2", "--steps", "3",
+          "--scheduler", "euler", "--negative-prompt", "a one", "--guidance-scale", "4", "--seed", "5",
+          "--device", "cpu", "--out", str(out)])
+    images = torch.load(out)
+    pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config)
+    expected = pipe(["a three"] * 2 + ["a seven"] * 2, negative_prompt=["a one"] * 4, guidance_scale=4.0,
+                    num_inference_steps=3, generator=torch.Generator().manual_seed(5), output_type="pt").images
+    assert images.shape == (4, 1, 32, 32) and 0 <= images.min() and images.max() <= 1
+    torch.testing.assert_close(images, expected)
+    main(["sample", str(sd_dir), "--prompt", "a three", "--num-samples", "3", "--steps", "2", "--out",
+          str(tmp_path / "grid.png"), "--device", "cpu"])
+    assert (tmp_path / "grid.png").stat().st_size > 0
+    with pytest.raises(SystemExit, match="give at least one --prompt"):
+        main(["sample", str(sd_dir), "--out", str(tmp_path / "none.png")])
+    with pytest.raises(SystemExit, match="needs a text-to-image pipeline"):
+        main(["sample", "ddpm", "--prompt", "a three", "--out", str(tmp_path / "none.png")])

@@ -8,7 +8,10 @@
     coursekit evaluate ddpm --samplers ddpm-1000 ddim-50 dpmsolver-20 --x0 clip none --write
     coursekit train dcgan --out src/coursekit/checkpoints/dcgan
     coursekit train wgan-gp --out src/coursekit/checkpoints/wgan-gp
+    coursekit train latent-autoencoder --out src/coursekit/checkpoints/latent-vae
+    coursekit train latent-diffusion --vae latent-vae --clip clip --out src/coursekit/checkpoints/tiny-sd
     coursekit sample ae-latent16 --num-samples 64 --out grid.png
+    coursekit sample tiny-sd --prompt "a thick seven" "a two" --guidance-scale 5 --scheduler dpmsolver++
     coursekit info ae-latent16
     coursekit grade ps1 submissions.zip --jobs 2
 
@@ -626,10 +629,52 @@ def train_noisy_classifier(args) -> dict:
     return metrics
 
 
+PIPELINE_SCHEDULERS = {"ddim": "DDIMScheduler", "dpmsolver++": "DPMSolverMultistepScheduler",
+                       "euler": "EulerDiscreteScheduler", "ddpm": "DDPMScheduler"}
+
+
+def _is_pipeline(name_or_path: str) -> bool:
+    from coursekit.checkpoint import shipped_dir
+
+    return any((folder / "model_index.json").is_file() for folder in (Path(name_or_path), shipped_dir() / name_or_path))
+
+
+def sample_pipeline(args) -> torch.Tensor:
+    """``coursekit sample PIPELINE --prompt ...``: a saved Stable Diffusion folder (chapter 6's, or any local one)
+    driven through diffusers' ``StableDiffusionPipeline``: ``--num-samples`` images per prompt, classifier-free
+    guidance at ``--guidance-scale``, an optional ``--negative-prompt``, and the scheduler swapped for
+    ``--scheduler``. Returns the images ``(N, C, H, W)`` in [0, 1]."""
+    import diffusers
+
+    from coursekit.stable_diffusion import load_pipeline
+
+    if not args.prompt:
+        raise SystemExit(f"{args.checkpoint!r} is a text-to-image pipeline: give at least one --prompt")
+    device = torch.device(args.device) if args.device else get_device()
+    pipe = load_pipeline(args.checkpoint, device=device, progress=False)
+    scheduler_class = getattr(diffusers, PIPELINE_SCHEDULERS[args.scheduler])
+    pipe.scheduler = scheduler_class.from_config(pipe.scheduler.config)
+    prompts = [prompt for prompt in args.prompt for _ in range(args.num_samples)]
+    negative = [args.negative_prompt] * len(prompts) if args.negative_prompt is not None else None
+    generator = torch.Generator(device=device).manual_seed(args.seed)
+    images = pipe(prompts, negative_prompt=negative, guidance_scale=args.guidance_scale,
+                  num_inference_steps=args.steps, generator=generator, output_type="pt").images
+    return images.cpu()
+
+
 def sample(args) -> None:
     from coursekit.checkpoint import load_checkpoint
     from coursekit.plotting import save_grid
 
+    if _is_pipeline(args.checkpoint):
+        images = sample_pipeline(args)
+        out = Path(args.out)
+        torch.save(images, out) if out.suffix == ".pt" else save_grid(images, out, nrow=args.num_samples)
+        print(f"wrote {len(images)} samples ({args.num_samples} for each of {len(args.prompt)} prompts) to {out}")
+        return
+    if args.prompt:
+        raise SystemExit(f"--prompt needs a text-to-image pipeline folder (with model_index.json); "
+                         f"{args.checkpoint!r} is not one")
     model = load_checkpoint(args.checkpoint)
     if not hasattr(model, "sample"):
         raise SystemExit(f"checkpoint {args.checkpoint!r} holds a {model.model_type}, which cannot sample")
@@ -1064,6 +1109,15 @@ def build_parser() -> argparse.ArgumentParser:
     sampler.add_argument("--num-samples", type=int, default=64)
     sampler.add_argument("--seed", type=int, default=0)
     sampler.add_argument("--out", default="samples.png")
+    pipeline_options = sampler.add_argument_group("text-to-image pipelines (a folder with model_index.json)")
+    pipeline_options.add_argument("--prompt", nargs="+", default=None,
+                                  help="one or more prompts; --num-samples images of each (a grid row per prompt)")
+    pipeline_options.add_argument("--negative-prompt", default=None,
+                                  help="takes the empty prompt's place in classifier-free guidance")
+    pipeline_options.add_argument("--guidance-scale", type=float, default=5.0)
+    pipeline_options.add_argument("--steps", type=int, default=50, help="number of inference steps")
+    pipeline_options.add_argument("--scheduler", choices=sorted(PIPELINE_SCHEDULERS), default="ddim")
+    pipeline_options.add_argument("--device", default=None)
 
     evaluator = commands.add_parser("evaluate", help="re-measure a checkpoint's samples (a diffusion model: per sampler "
                                     "and x0 treatment) on the validated metric: FID/KID/precision/recall at N beside "
