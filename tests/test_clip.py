@@ -18,7 +18,7 @@ from coursekit.clip import (ATTRIBUTES, CONTEXT_LENGTH, DIGIT_NAMES as DIGIT_WOR
                             random_shift, retrieval_recall, tokenize, write_tokenizer, zero_shot_digits)
 from coursekit.diffusion import DiffusionConfig, DiffusionModel
 from coursekit.text_diffusion import (EMPTY_PROMPT, TextToImage, drop_prompts, encode_prompts, evaluation_prompts,
-                                      prompt_accuracy, text_diffusion_loss)
+                                      clip_prompt_accuracy, prompt_accuracy, text_diffusion_loss)
 
 SMALL = CLIPConfig(embed_dim=16, image_channels=(8, 8, 16), text_width=16, text_layers=1, text_heads=2)
 
@@ -228,6 +228,14 @@ def test_prompt_accuracy_scores_real_digits_by_their_own_attributes(mnist_test):
     wrong = prompt_accuracy(images, (labels + 1) % 10, (levels + 1) % 3)
     assert wrong["digit_accuracy"] < 0.05 and right["slant_prompts"] == 300
     assert right["thickness_prompts"] == int((levels[:, 0] != 1).sum())
+    # the second judge, the shipped clip, agrees on real digits and rejects the wrong requests
+    clip = load_checkpoint("clip")
+    right = clip_prompt_accuracy(clip, images, labels, levels)
+    assert right["clip_digit_accuracy"] > 0.95 and all(right[f"clip_{a}_accuracy"] > 0.9 for a in ATTRIBUTES), right
+    swapped = clip_prompt_accuracy(clip, images, labels, 2 - levels)        # each extreme third asked the other way
+    for name in ATTRIBUTES:
+        assert swapped[f"clip_{name}_accuracy"] == pytest.approx(1 - right[f"clip_{name}_accuracy"])
+    assert clip_prompt_accuracy(clip, images, (labels + 1) % 10, levels)["clip_digit_accuracy"] < 0.05
     digits, asked, prompts = evaluation_prompts(20, seed=0)
     assert digits.tolist() == list(range(10)) * 2 and len(prompts) == 20
     assert prompts[0] == caption(0, asked[0].tolist())

@@ -434,6 +434,7 @@ def test_cli_trains_the_autoencoder_then_the_pipeline(tmp_path, monkeypatch):
     assert list(metrics["prompt_guidance"]["scales"]) == ["1", "3"]
     for row in metrics["prompt_guidance"]["scales"].values():
         assert 0 <= row["digit_accuracy"] <= 1 and sum(row["class_histogram"]) == 20 and row["images_per_second"] > 0
+        assert 0 <= row["clip_digit_accuracy"] <= 1 and 0 <= row["clip_slant_accuracy"] <= 1
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     pipe = StableDiffusionPipeline.from_pretrained(str(sd_dir), local_files_only=True)
     assert type(pipe.scheduler).__name__ == "DDIMScheduler" and pipe.vae.config.scaling_factor == vae.config.scaling_factor

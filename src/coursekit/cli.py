@@ -864,14 +864,15 @@ def train_latent_autoencoder(args) -> dict:
 
 
 def evaluate_latent_guidance(pipe, scales: list[float], num_inference_steps: int, num_samples: int, seed: int,
-                             quiet: bool = True, batch_size: int = 250) -> dict:
+                             quiet: bool = True, batch_size: int = 250, clip=None) -> dict:
     """Prompt accuracy and the validated metric of a small Stable Diffusion pipeline over guidance scales w:
     ``num_samples`` prompts (:func:`coursekit.text_diffusion.evaluation_prompts`, seed ``seed``), one sample each
     from :func:`coursekit.stable_diffusion.generate` with the pipeline's scheduler, cropped to the 28 x 28 digit;
-    digit and attribute accuracy, FID/KID beside the floor at that N, and sampling speed."""
+    digit and attribute accuracy (by the evaluation classifier and pixel measurements, and, given ``clip``, by the
+    small CLIP as a second judge), FID/KID beside the floor at that N, and sampling speed."""
     from coursekit.eval.quality import score_samples
     from coursekit.stable_diffusion import crop_digits, generate
-    from coursekit.text_diffusion import evaluation_prompts, prompt_accuracy
+    from coursekit.text_diffusion import clip_prompt_accuracy, evaluation_prompts, prompt_accuracy
 
     digits, levels, prompts = evaluation_prompts(num_samples, seed)
     results = {**evaluation_header(num_samples, seed),
@@ -891,6 +892,7 @@ def evaluate_latent_guidance(pipe, scales: list[float], num_inference_steps: int
         images = crop_digits(images)
         scores = score_samples(images, pixel_range=(0, 1), num_samples=num_samples, seed=REFERENCE_SEED)
         row = {**quality_row(scores, None, seconds), **prompt_accuracy(images, digits, levels),
+               **(clip_prompt_accuracy(clip, images, digits, levels) if clip is not None else {}),
                "images_per_second": round(num_samples / seconds, 2)}
         results["scales"][f"{w:g}"] = row
         if not quiet:
@@ -958,7 +960,7 @@ def train_latent_diffusion(args) -> dict:
                      "scaling_factor": vae.config.scaling_factor, "sampling_device": str(device)}
     if args.eval_guidance_scales and args.eval_samples:
         metrics["prompt_guidance"] = evaluate_latent_guidance(pipe, args.eval_guidance_scales, args.eval_steps,
-                                                              args.eval_samples, args.seed + 1, args.quiet)
+                                                              args.eval_samples, args.seed + 1, args.quiet, clip=clip)
     record = _record(args, unet, history, train_set, metrics)
     record["config"] = dataclasses.asdict(config)
     record["parts"] = {"vae": args.vae, "clip": args.clip, "scheduler_trained_with": "DDPMScheduler",

@@ -26,7 +26,7 @@ from coursekit.diffusion import DiffusionModel, diffusion_loss
 EMPTY_PROMPT = ""
 
 __all__ = ["EMPTY_PROMPT", "encode_prompts", "drop_prompts", "text_diffusion_loss", "TextToImage", "prompt_accuracy",
-           "evaluation_prompts"]
+           "clip_prompt_accuracy", "evaluation_prompts"]
 
 
 @torch.no_grad()
@@ -109,4 +109,28 @@ def prompt_accuracy(images: torch.Tensor, digits: torch.Tensor, levels: torch.Te
         hits = measured[said, column] == levels[said, column]
         out[f"{name}_accuracy"] = float(hits.double().mean())
         out[f"{name}_prompts"] = int(said.sum())
+    return out
+
+
+@torch.no_grad()
+def clip_prompt_accuracy(clip: DigitCLIP, images: torch.Tensor, digits: torch.Tensor, levels: torch.Tensor) -> dict:
+    """The same question as :func:`prompt_accuracy`, judged by the small CLIP instead of the classifier and the
+    pixel measurements: its zero-shot digit (the closest of "a zero" ... "a nine") against the requested one, and
+    for each attribute the prompt gave an extreme third (low or high), whether the image is closer to "a <asked
+    word> <digit>" than to "a <opposite word> <digit>" (chance 1/2). A second judge: CLIP was trained on the same
+    captions, so it can be fooled in ways the classifier is not, and the other way round."""
+    from coursekit.clip import zero_shot_digits
+
+    digits, levels = torch.as_tensor(digits).long().cpu(), torch.as_tensor(levels).long().cpu()
+    out = {"clip_digit_accuracy": float((zero_shot_digits(clip, images) == digits).double().mean())}
+    device = clip.logit_scale.device
+    embeddings = torch.cat([clip.encode_image(images[i:i + 500].to(device)).cpu() for i in range(0, len(images), 500)])
+    for column, name in enumerate(ATTRIBUTES):
+        only = [j == column for j in range(3)]            # the prompts say this attribute and the digit, nothing else
+        low = clip.encode_prompts([caption(d, [0, 0, 0], only) for d in range(10)]).cpu()     # (10, embed)
+        high = clip.encode_prompts([caption(d, [2, 2, 2], only) for d in range(10)]).cpu()
+        extreme = levels[:, column] != 1
+        chosen, asked = embeddings[extreme], digits[extreme]
+        closer_to_high = (chosen * high[asked]).sum(1) > (chosen * low[asked]).sum(1)
+        out[f"clip_{name}_accuracy"] = float((closer_to_high == (levels[extreme, column] == 2)).double().mean())
     return out
