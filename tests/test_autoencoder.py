@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from coursekit.checkpoint import load_checkpoint, read_record, save_checkpoint
-from coursekit.models.autoencoder import (Autoencoder, AutoencoderConfig, corrupt, encode_all, reconstruction_error,
-                                          reconstruction_loss)
+from coursekit.models.autoencoder import (Autoencoder, AutoencoderConfig, corrupt, encode_all, fitted_gaussian_sample,
+                                          reconstruction_error, reconstruction_loss)
 from coursekit.training import train
 
 
@@ -106,3 +106,16 @@ def test_shipped_denoiser_removes_noise(mnist_test):
     with torch.no_grad():
         denoised_mse = ((model(noisy) - mnist_test.images) ** 2).mean()
     assert denoised_mse < 0.25 * ((noisy - mnist_test.images) ** 2).mean()
+
+
+def test_fitted_gaussian_sample_draws_from_the_codes_distribution():
+    model = Autoencoder(AutoencoderConfig(latent_dim=3)).eval()
+    images = torch.rand(50, 1, 28, 28)
+    samples = fitted_gaussian_sample(model, images, 6, generator=torch.Generator().manual_seed(0))
+    codes = encode_all(model, images)
+    eps = torch.randn(6, 3, generator=torch.Generator().manual_seed(0))  # the draws model.sample makes
+    expected_codes = codes.mean(0) + eps @ torch.linalg.cholesky(torch.cov(codes.T)).T
+    with torch.no_grad():
+        torch.testing.assert_close(samples, model.decode(expected_codes))
+    with pytest.raises(ValueError, match="more images than code dimensions"):
+        fitted_gaussian_sample(model, images[:3], 2)

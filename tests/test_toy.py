@@ -10,8 +10,11 @@ from coursekit.toy import (
     ToyDiffusionConfig,
     ToyGAN,
     ToyVAE,
+    best_noise_prediction,
     linear_beta_schedule,
     nearest_distance,
+    noise_error_by_step,
+    ring_centres,
     toy_data,
     train_toy_diffusion,
     train_toy_gan,
@@ -147,3 +150,42 @@ def test_bad_arguments_raise(data):
         ToyDiffusion()(torch.zeros(4, 2), torch.zeros(3, dtype=torch.long))
     with pytest.raises(ValueError, match=r"t in \[0, 99\]"):
         ToyDiffusion()(torch.zeros(2, 2), torch.tensor([0, 100]))
+
+
+def test_ring_centres_are_the_blob_means():
+    points, labels = toy_data(4000, seeded(0), return_labels=True)
+    offsets = points - ring_centres()[labels]  # (N, 2): each point minus its blob's centre
+    assert offsets.mean(dim=0).abs().max() < 0.01
+    assert offsets.std().item() == pytest.approx(0.1, rel=0.05)
+
+
+def test_best_noise_prediction_closed_form():
+    alpha_bar = torch.tensor([0.999, 0.5, 0.01])
+    x_t = torch.randn(3, 2, generator=seeded(1))
+    # One blob at (2, 0): E[eps | x_t] = sqrt(1 - a) (x_t - sqrt(a) m) / (a std^2 + 1 - a).
+    variance = (alpha_bar * 0.1**2 + 1 - alpha_bar)[:, None]
+    expected = (1 - alpha_bar).sqrt()[:, None] * (x_t - alpha_bar.sqrt()[:, None] * torch.tensor([2.0, 0.0])) / variance
+    torch.testing.assert_close(best_noise_prediction(x_t, alpha_bar, num_modes=1), expected)
+    # Eight blobs: the same as the exact mixture predictor of exercise set ps5, written independently.
+    from coursekit.exercises.ps5 import GaussianMixturePredictor
+
+    schedule = ToyDiffusion().alpha_bar  # (T,)
+    mixture = GaussianMixturePredictor(ring_centres(), 0.1, schedule)
+    t = torch.tensor([0, 10, 40, 70, 99] * 4)
+    x_t = torch.randn(20, 2, generator=seeded(2)) * 2
+    torch.testing.assert_close(best_noise_prediction(x_t, schedule[t]),
+                               mixture(x_t, t, torch.full((20,), 8)), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="alpha_bar"):
+        best_noise_prediction(x_t, schedule[:3])
+
+
+def test_noise_error_by_step(trained, data):
+    model, losses = trained["train_toy_diffusion"]
+    errors = noise_error_by_step(model, data, generator=seeded(3))
+    assert errors["network"].shape == errors["best"].shape == (100,)
+    # At t = 0 even the best prediction must guess eps inside a blob: a std^2 / (a std^2 + 1 - a) = 0.909.
+    assert errors["best"][0].item() == pytest.approx(0.909, abs=0.05)
+    assert errors["best"][-1] < 0.01  # x_T is almost pure noise, so eps is almost x_T itself
+    assert errors["network"].mean() >= errors["best"].mean()
+    # The training loss averages the per-step error over t drawn uniformly.
+    assert errors["network"].mean().item() == pytest.approx(sum(losses["loss"][-50:]) / 50, rel=0.1)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from coursekit.checkpoint import load_checkpoint, read_record, save_checkpoint
-from coursekit.models.vae import (VAE, VAEConfig, binarize, elbo, gaussian_kl, importance_weighted_log_likelihood,
+from coursekit.models.vae import (VAE, VAEConfig, attribute_vector, binarize, elbo, gaussian_kl, importance_weighted_log_likelihood,
                                   log_likelihood, reparameterize, vae_loss)
 from coursekit.training import train
 
@@ -140,3 +140,18 @@ def test_shipped_vaes_match_their_records(name, mnist_test):
     assert metrics["test_iw_nll"] <= -metrics["test_elbo"]  # the IW bound is tighter than the ELBO
     assert metrics["evaluation"]["samples"]["fid_over_floor"] > 1.0
     assert sum(metrics["evaluation"]["samples"]["class_histogram"]) == 1000
+
+
+def test_attribute_vector_is_a_difference_of_mean_codes_within_classes():
+    codes = torch.tensor([[0.0, 0.0], [1.0, 0.0], [2.0, 0.0], [3.0, 0.0],
+                          [10.0, 0.0], [10.0, 1.0], [10.0, 2.0], [10.0, 3.0]])
+    scores = torch.tensor([0.0, 1.0, 2.0, 3.0, 10.0, 11.0, 12.0, 13.0])
+    labels = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+    # Class 0 grows along z_1 by 3 from its lowest to its highest quarter, class 1 along z_2.
+    torch.testing.assert_close(attribute_vector(codes, scores, labels), torch.tensor([1.5, 1.5]))
+    # Without labels the class difference leaks into the vector: the top quarter is all class 1.
+    torch.testing.assert_close(attribute_vector(codes, scores), torch.tensor([9.5, 2.5]))
+    with pytest.raises(ValueError, match="fraction"):
+        attribute_vector(codes, scores, fraction=0.6)
+    with pytest.raises(ValueError, match=r"scores \(N,\)"):
+        attribute_vector(codes, scores[:3])

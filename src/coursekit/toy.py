@@ -421,3 +421,60 @@ def train_toy_diffusion(
             schedule.step()
             losses["loss"].append(loss.item())
     return model.eval(), losses
+
+
+# ---------------------------------------------------------------------------------------------
+# The noise error per step, and the lowest error any noise predictor can reach on toy_data
+# ---------------------------------------------------------------------------------------------
+
+
+def ring_centres(num_modes: int = 8, radius: float = 2.0) -> torch.Tensor:
+    """Centres of the blobs of :func:`toy_data`, shape ``(num_modes, 2)``; row ``k`` is blob ``k``."""
+    angles = 2 * math.pi * torch.arange(num_modes).float() / num_modes  # (K,)
+    return radius * torch.stack([torch.cos(angles), torch.sin(angles)], dim=1)  # (K, 2)
+
+
+def best_noise_prediction(x_t: torch.Tensor, alpha_bar: torch.Tensor, *, num_modes: int = 8,
+                          radius: float = 2.0, std: float = 0.1) -> torch.Tensor:
+    """``E[eps | x_t]`` for data from :func:`toy_data`: the prediction with the lowest squared error.
+
+    Blob ``k`` is N(m_k, std^2 I), so given blob k, x_t = sqrt(alpha_bar) x0 + sqrt(1 - alpha_bar) eps
+    is N(sqrt(alpha_bar) m_k, v I) with v = alpha_bar std^2 + 1 - alpha_bar, and
+    E[eps | x_t, k] = sqrt(1 - alpha_bar) (x_t - sqrt(alpha_bar) m_k) / v. The blobs are mixed with
+    their posterior weights p(k | x_t). ``x_t`` is ``(B, 2)``, ``alpha_bar`` is ``(B,)``; returns ``(B, 2)``.
+    """
+    _check_points(x_t, "x_t")
+    if alpha_bar.shape != (len(x_t),):
+        raise ValueError(f"expected alpha_bar of shape ({len(x_t)},), got {tuple(alpha_bar.shape)}")
+    x_t, alpha_bar = x_t.double(), alpha_bar.double()
+    means = ring_centres(num_modes, radius).double()  # (K, 2)
+    variance = (alpha_bar * std**2 + 1 - alpha_bar)[:, None, None]  # (B, 1, 1)
+    offsets = x_t[:, None, :] - alpha_bar.sqrt()[:, None, None] * means[None]  # (B, K, 2)
+    weights = (-(offsets**2).sum(dim=2, keepdim=True) / (2 * variance)).softmax(dim=1)  # (B, K, 1): p(k | x_t)
+    eps_given_blob = (1 - alpha_bar).sqrt()[:, None, None] * offsets / variance  # (B, K, 2)
+    return (weights * eps_given_blob).sum(dim=1).float()  # (B, 2)
+
+
+@torch.no_grad()
+def noise_error_by_step(model: ToyDiffusion, x0: torch.Tensor, generator: torch.Generator | None = None,
+                        **data_kwargs) -> dict[str, torch.Tensor]:
+    """Mean squared noise error at every step ``t``, for the network and for the best possible predictor.
+
+    Every point of ``x0`` (N, 2) is noised once at every step with the same ``eps`` for both; returns
+    ``{"network": (T,), "best": (T,)}``, the mean over points and both coordinates, as in the training
+    loss. ``"best"`` uses :func:`best_noise_prediction` (``data_kwargs``: ``num_modes``, ``radius``,
+    ``std`` of :func:`toy_data`). The training loss averages ``"network"`` over uniformly drawn ``t``.
+    """
+    _check_points(x0, "x0")
+    if model.config.num_classes > 0:
+        raise ValueError("noise_error_by_step takes an unconditional model (num_classes=0)")
+    num_steps, num_points = model.config.num_train_timesteps, len(x0)
+    t = torch.arange(num_steps).repeat_interleave(num_points)  # (T * N,)
+    x0 = x0.repeat(num_steps, 1)  # (T * N, 2)
+    eps = torch.randn(x0.shape, generator=generator)  # (T * N, 2)
+    x_t = model.add_noise(x0, eps, t)
+    with _one_thread():
+        network = ((model(x_t, t) - eps) ** 2).mean(dim=1)  # (T * N,)
+    best = ((best_noise_prediction(x_t, model.alpha_bar[t], **data_kwargs) - eps) ** 2).mean(dim=1)
+    return {"network": network.view(num_steps, num_points).mean(dim=1),
+            "best": best.view(num_steps, num_points).mean(dim=1)}

@@ -148,3 +148,24 @@ def encode_all(model: Autoencoder, x: torch.Tensor, batch_size: int = 500) -> to
     """Codes for many images at once, shape ``(N, latent_dim)``."""
     device = next(model.parameters()).device
     return torch.cat([model.encode(x[i:i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)])
+
+
+@torch.no_grad()
+def fitted_gaussian_sample(model: Autoencoder, images: torch.Tensor, num_samples: int,
+                           generator: torch.Generator | None = None) -> torch.Tensor:
+    """Decode codes drawn from a Gaussian fitted to the codes of ``images`` (chapter 1, section 1.4).
+
+    The Gaussian has the mean ``mu`` and covariance ``Sigma`` of ``encode_all(model, images)``;
+    a code is ``z = mu + L eps`` with ``L L^T = Sigma`` (Cholesky) and ``eps ~ N(0, I)`` drawn exactly as
+    :meth:`Autoencoder.sample` draws its codes, so the same ``generator`` seed gives the same ``eps``.
+    A density fitted after training, as in Ghosh et al. (2020). Returns ``(num_samples, C, H, W)``.
+    """
+    codes = encode_all(model, images)  # (N, latent_dim), on the CPU
+    if len(codes) <= codes.shape[1]:
+        raise ValueError(f"need more images than code dimensions to fit a covariance, got {len(codes)} images "
+                         f"for {codes.shape[1]} dimensions")
+    mu = codes.mean(dim=0)  # (latent_dim,)
+    cholesky = torch.linalg.cholesky(torch.cov(codes.T))  # (latent_dim, latent_dim), L @ L.T = covariance
+    device = next(model.parameters()).device
+    eps = torch.randn(num_samples, model.config.latent_dim, generator=generator, device=device).cpu()
+    return model.decode((mu + eps @ cholesky.T).to(device))  # (num_samples, C, H, W)

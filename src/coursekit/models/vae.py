@@ -198,3 +198,32 @@ def importance_weighted_log_likelihood(model: VAE, x: torch.Tensor, num_samples:
         log_qz_x = _log_normal(z, mu, logvar)  # (k, B)
         log_weights.append(log_px_z + log_pz - log_qz_x)
     return torch.logsumexp(torch.cat(log_weights), dim=0) - math.log(num_samples)  # (B,)
+
+
+def attribute_vector(codes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor | None = None,
+                     fraction: float = 0.25) -> torch.Tensor:
+    """A direction in code space along which a measured attribute grows (latent arithmetic, chapter 2).
+
+    The mean code of the ``fraction`` of images that score highest on the attribute minus the mean
+    code of the ``fraction`` that score lowest (Larsen et al. 2016 made such vectors from labelled
+    attributes). With ``labels`` the difference is taken within each class and averaged over the
+    classes, so that the vector does not also carry the class when some classes score higher than
+    others. ``codes`` is ``(N, D)``, ``scores`` and ``labels`` are ``(N,)``; returns ``(D,)``.
+    """
+    if codes.dim() != 2 or scores.shape != (len(codes),):
+        raise ValueError(f"expected codes (N, D) and scores (N,), got {tuple(codes.shape)} and {tuple(scores.shape)}")
+    if not 0 < fraction <= 0.5:
+        raise ValueError(f"fraction must be in (0, 0.5], got {fraction}")
+    if labels is None:
+        labels = torch.zeros(len(codes), dtype=torch.long)
+    if labels.shape != (len(codes),):
+        raise ValueError(f"expected labels of shape ({len(codes)},), got {tuple(labels.shape)}")
+    differences = []
+    for label in labels.unique():
+        group_codes, group_scores = codes[labels == label], scores[labels == label]  # (n, D), (n,)
+        count = int(fraction * len(group_scores))
+        if count < 1:
+            raise ValueError(f"class {int(label)} has {len(group_scores)} images: too few for fraction {fraction}")
+        order = torch.argsort(group_scores)  # lowest score first
+        differences.append(group_codes[order[-count:]].mean(dim=0) - group_codes[order[:count]].mean(dim=0))
+    return torch.stack(differences).mean(dim=0)  # (D,)
