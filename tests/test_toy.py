@@ -189,3 +189,42 @@ def test_noise_error_by_step(trained, data):
     assert errors["network"].mean() >= errors["best"].mean()
     # The training loss averages the per-step error over t drawn uniformly.
     assert errors["network"].mean().item() == pytest.approx(sum(losses["loss"][-50:]) / 50, rel=0.1)
+
+
+def test_mode_counts_assigns_points_to_blobs():
+    from coursekit.toy import mode_counts
+
+    centres = ring_centres()  # (8, 2)
+    points = torch.cat([centres[[0, 0, 3]], centres[[5]] + torch.tensor([0.3, 0.0]), torch.zeros(1, 2), centres[[2]] * 1.5])  # (6, 2)
+    # two at blob 0, one at blob 3, one 0.3 (3 std) from blob 5, one at the centre and one far out: on no blob
+    assert mode_counts(points) == [2, 0, 0, 1, 0, 1, 0, 0, 2]
+    assert mode_counts(points, within=2.0) == [2, 0, 0, 1, 0, 0, 0, 0, 3]
+    points, labels = toy_data(4000, seeded(0), return_labels=True)
+    counts, blob_sizes = mode_counts(points), torch.bincount(labels, minlength=8).tolist()
+    # within 4 std of its centre: all but a share exp(-8) = 0.03% of a 2-D Gaussian blob's points
+    assert sum(counts) == 4000 and counts[8] <= 4 and all(0 <= n - c <= 2 for n, c in zip(blob_sizes, counts))
+    with pytest.raises(ValueError, match="half-way"):
+        mode_counts(points, within=10.0)
+    with pytest.raises(ValueError, match=r"\(N, 2\)"):
+        mode_counts(torch.zeros(3, 3))
+
+
+def test_toy_gan_callback_and_generator_steps(data):
+    from coursekit.toy import ToyGANConfig
+
+    seen = []
+    model, losses = train_toy_gan(data, steps=5, generator=seeded(0), callback=lambda step, m: seen.append(step))
+    assert seen == [0, 1, 2, 3, 4, 5]
+    plain, _ = train_toy_gan(data, steps=5, generator=seeded(0))  # the callback changes nothing
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), plain.parameters()))
+
+    # with the discriminator's learning rate at 0 only the generator moves, generator_steps times per step
+    config = ToyGANConfig(lr_discriminator=0.0, generator_steps=3)
+    frozen, _ = train_toy_gan(data, steps=2, generator=seeded(0), config=config)
+    with torch.random.fork_rng():
+        torch.manual_seed(torch.randint(2**31 - 1, (1,), generator=seeded(0)).item())
+        start = ToyGAN(config)  # the same initial weights as train_toy_gan draws
+    assert all(torch.equal(p, q) for p, q in zip(frozen.discriminator.parameters(), start.discriminator.parameters()))
+    assert not all(torch.equal(p, q) for p, q in zip(frozen.generator.parameters(), start.generator.parameters()))
+    with pytest.raises(ValueError, match="generator_steps"):
+        train_toy_gan(data, steps=1, config=ToyGANConfig(generator_steps=0))

@@ -23,6 +23,7 @@ Gaussian noise, ``alpha_bar`` the cumulative product of ``1 - beta``.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -211,6 +212,8 @@ class ToyGANConfig:
     lr: float = 1e-3
     betas: tuple[float, float] = (0.5, 0.999)  # the usual Adam momentum for GANs
     batch_size: int = 256
+    lr_discriminator: float | None = None  # the discriminator's learning rate; None: the same as lr
+    generator_steps: int = 1  # generator updates per discriminator update (> 1: the generator runs ahead)
 
 
 class ToyGAN(nn.Module):
@@ -241,24 +244,33 @@ def train_toy_gan(
     steps: int = 1000,
     generator: torch.Generator | None = None,
     config: ToyGANConfig | None = None,
+    callback: Callable[[int, ToyGAN], None] | None = None,
 ) -> tuple[ToyGAN, dict[str, list[float]]]:
     """Train a :class:`ToyGAN`; losses per step: ``discriminator`` and ``generator``.
 
     Each step first updates the discriminator on a real and a (detached) fake batch, then the
-    generator with the non-saturating loss ``-log D(G(z))`` (Goodfellow et al., 2014, Sec. 3).
+    generator with the non-saturating loss ``-log D(G(z))`` (Goodfellow et al., 2014, Sec. 3),
+    ``config.generator_steps`` times (the first on the same fakes, any further ones on fresh noise).
     The two losses need not go down: they measure a game, not a distance to the data.
+    ``callback(step, model)``, if given, runs before every step and once after the last
+    (``step = steps``), e.g. to count the samples near each mode (chapter 3, :func:`mode_counts`).
     """
     _check_points(data)
     _check_steps(steps)
     config = config or ToyGANConfig()
+    if not isinstance(config.generator_steps, int) or config.generator_steps < 1:
+        raise ValueError(f"generator_steps must be a positive int, got {config.generator_steps!r}")
     with torch.random.fork_rng():
         torch.manual_seed(_seed_from(generator))
         model = ToyGAN(config)
-    optimizer_d = torch.optim.Adam(model.discriminator.parameters(), lr=config.lr, betas=config.betas)
+    lr_discriminator = config.lr if config.lr_discriminator is None else config.lr_discriminator
+    optimizer_d = torch.optim.Adam(model.discriminator.parameters(), lr=lr_discriminator, betas=config.betas)
     optimizer_g = torch.optim.Adam(model.generator.parameters(), lr=config.lr, betas=config.betas)
     losses: dict[str, list[float]] = {"discriminator": [], "generator": []}
     with _one_thread():
-        for _ in range(steps):
+        for step in range(steps):
+            if callback is not None:
+                callback(step, model)
             real = _batch(data, config.batch_size, generator)  # (B, 2)
             z = torch.randn(config.batch_size, config.noise_dim, generator=generator)
             fake = model.generate(z)  # (B, 2)
@@ -273,15 +285,49 @@ def train_toy_gan(
             optimizer_d.step()
 
             # 2. Generator step: make the (just updated) discriminator call the fakes real.
-            logits_fake = model.discriminate(fake)
-            loss_g = F.binary_cross_entropy_with_logits(logits_fake, torch.ones_like(logits_fake))
-            optimizer_g.zero_grad()
-            loss_g.backward()
-            optimizer_g.step()
+            for generator_step in range(config.generator_steps):
+                if generator_step > 0:  # further steps on fresh fakes from the updated generator
+                    z = torch.randn(config.batch_size, config.noise_dim, generator=generator)
+                    fake = model.generate(z)  # (B, 2)
+                logits_fake = model.discriminate(fake)
+                loss_g = F.binary_cross_entropy_with_logits(logits_fake, torch.ones_like(logits_fake))
+                optimizer_g.zero_grad()
+                loss_g.backward()
+                optimizer_g.step()
 
             losses["discriminator"].append(loss_d.item())
             losses["generator"].append(loss_g.item())
+        if callback is not None:
+            callback(steps, model)
     return model.eval(), losses
+
+
+def mode_counts(
+    points: torch.Tensor,
+    *,
+    num_modes: int = 8,
+    radius: float = 2.0,
+    std: float = 0.1,
+    within: float = 4.0,
+) -> list[int]:
+    """How many of ``points`` (N, 2) lie on each blob of :func:`toy_data`'s ring, and how many on none.
+
+    Returns ``num_modes + 1`` counts: entry ``k`` counts the points within ``within * std`` of blob
+    ``k``'s centre (the blobs' radius and std must match the data's), the last entry the points that
+    are that close to no centre. A generator that covers the ring puts about ``N / num_modes`` on
+    every blob; a collapsed one leaves blobs at 0 (chapter 3, mode collapse).
+    """
+    _check_points(points, "points")
+    if num_modes < 1:
+        raise ValueError(f"num_modes must be at least 1, got {num_modes}")
+    if within * std >= radius * math.sin(math.pi / num_modes) and num_modes > 1:
+        raise ValueError(f"within * std = {within * std:g} reaches past the half-way point between two blobs; "
+                         "choose a smaller within")
+    centres = ring_centres(num_modes, radius).to(points.dtype)  # (K, 2)
+    distance, nearest = torch.cdist(points.detach(), centres).min(dim=1)  # (N,) each
+    on_a_blob = distance < within * std
+    counts = torch.bincount(nearest[on_a_blob], minlength=num_modes)  # (K,)
+    return counts.tolist() + [int((~on_a_blob).sum())]
 
 
 # ---------------------------------------------------------------------------------------------
