@@ -416,6 +416,7 @@ def test_cli_trains_the_autoencoder_then_the_pipeline(tmp_path, monkeypatch):
     metrics = record["metrics"]
     assert record["command"].startswith("coursekit train latent-autoencoder") and record["steps"] == 2
     assert record["config"]["block_out_channels"] == [8, 16, 16]
+    assert record["config"]["scaling_factor"] == metrics["scaling_factor"] != 1.0
     assert 0 < metrics["test_mse"] < 1 and metrics["reconstruction_quality"]["num_samples"] == 50
     statistics = metrics["latent_statistics"]["train"]
     assert len(statistics["channel_std"]) == 4 and statistics["latents"] == 4000
@@ -464,3 +465,24 @@ def test_cli_trains_the_autoencoder_then_the_pipeline(tmp_path, monkeypatch):
         main(["sample", str(sd_dir), "--out", str(tmp_path / "none.png")])
     with pytest.raises(SystemExit, match="needs a text-to-image pipeline"):
         main(["sample", "ddpm", "--prompt", "a three", "--out", str(tmp_path / "none.png")])
+
+
+# ----------------------------------------------------------------------------------------------
+# The shipped parts: what chapter 6 reads from their records
+# ----------------------------------------------------------------------------------------------
+
+def test_shipped_latent_autoencoder_reproduces_its_record():
+    from coursekit.data import load_mnist
+    from coursekit.stable_diffusion import _resolve_folder
+
+    record = json.loads((_resolve_folder("latent-vae", "training.json", "latent autoencoder") / "training.json").read_text())
+    vae = load_latent_autoencoder("latent-vae")
+    assert vae.config.scaling_factor == record["metrics"]["scaling_factor"] == record["config"]["scaling_factor"]
+    train, test = load_mnist("train", source="bundled"), load_mnist("test", source="bundled")
+    latents = encode_latents(vae, pad_digits(train.images), generator=torch.Generator().manual_seed(record["seed"]))
+    assert latents.shape == (4000, 4, 8, 8)
+    assert scaling_factor_from_latents(latents) == pytest.approx(record["metrics"]["scaling_factor"], rel=1e-4)
+    with torch.no_grad():
+        decoded = vae.decode(vae.encode(pad_digits(test.images)).latent_dist.mode()).sample        # [-1, 1]
+    reconstructions = crop_digits((decoded.clamp(-1, 1) + 1) / 2)                                   # [0, 1], 28 x 28
+    assert float(((reconstructions - test.images) ** 2).mean()) == pytest.approx(record["metrics"]["test_mse"], rel=1e-3)

@@ -856,7 +856,8 @@ def train_latent_autoencoder(args) -> dict:
                                              "samples": quality_row(scores),
                                              "sampling": "reconstructions of the first N held-out digits"}
     record = _record(args, vae, history, train_set, metrics)
-    record["config"] = dataclasses.asdict(config)
+    # the config as saved in vae/config.json: the scaling factor measured above, not the dataclass's placeholder 1.0
+    record["config"] = {**dataclasses.asdict(config), "scaling_factor": vae.config.scaling_factor}
     out = Path(args.out)
     vae.save_pretrained(str(out / "vae"))
     (out / "training.json").write_text(json.dumps(record, indent=2) + "\n")
