@@ -486,3 +486,40 @@ def test_shipped_latent_autoencoder_reproduces_its_record():
         decoded = vae.decode(vae.encode(pad_digits(test.images)).latent_dist.mode()).sample        # [-1, 1]
     reconstructions = crop_digits((decoded.clamp(-1, 1) + 1) / 2)                                   # [0, 1], 28 x 28
     assert float(((reconstructions - test.images) ** 2).mean()) == pytest.approx(record["metrics"]["test_mse"], rel=1e-3)
+
+
+def test_real_stable_diffusion_loader_uses_the_one_hub_id_and_explains_a_missing_hub(parts, monkeypatch):
+    """Chapter 6's Colab-only cells load Stable Diffusion 1.5 with this function; here the hub is mocked with the
+    tiny parts, and the hand-written loop runs on what it returns, as it does on the real weights in Colab."""
+    from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionPipeline
+
+    from coursekit import pretrained
+
+    calls = []
+
+    def fake(cls):
+        def from_pretrained(repo_id, **kwargs):
+            calls.append((cls.__name__, repo_id, kwargs))
+            return cls(**build_pipeline(*parts).components)
+        return from_pretrained
+
+    monkeypatch.setattr(StableDiffusionPipeline, "from_pretrained", fake(StableDiffusionPipeline))
+    pipe = pretrained.load_stable_diffusion(device="cpu", progress=False)
+    repo_id = pretrained.PRETRAINED_STABLE_DIFFUSION["repo_id"]
+    assert calls == [("StableDiffusionPipeline", repo_id, {"torch_dtype": torch.float32, "variant": None})]
+    img2img = StableDiffusionImg2ImgPipeline.from_pipe(pipe)          # what the chapter does: no second download
+    assert img2img.unet is pipe.unet and len(calls) == 1
+    generator = torch.Generator().manual_seed(3)
+    mine = generate("a seven", pipe.vae, pipe.text_encoder, pipe.tokenizer, pipe.unet, pipe.scheduler,
+                    guidance_scale=3.0, num_inference_steps=3, generator=generator)
+    theirs = pipe("a seven", guidance_scale=3.0, num_inference_steps=3, generator=torch.Generator().manual_seed(3),
+                  output_type="pt").images
+    torch.testing.assert_close(mine, theirs, atol=1e-4, rtol=0)
+
+    def offline(*args, **kwargs):
+        raise OSError("We couldn't connect to 'https://huggingface.co' to load this model")
+
+    monkeypatch.setattr(StableDiffusionPipeline, "from_pretrained", offline)
+    with pytest.raises(pretrained.HubUnavailable, match="run it in Colab with a T4") as error:
+        pretrained.load_stable_diffusion(device="cpu")
+    assert repo_id in str(error.value)

@@ -7,6 +7,9 @@ Every hub id the course uses is in this module, once. Without a reachable hub th
   faces at 256x256, from PyTorch Hub (facebookresearch/pytorch_GAN_zoo). Chapter 3 samples it.
 - :data:`PRETRAINED_CLIP`: OpenAI's CLIP ViT-B/32 (Radford et al. 2021), from the Hugging Face
   Hub through transformers. Chapter 5 classifies digits zero-shot with it and draws its attention.
+- :data:`PRETRAINED_STABLE_DIFFUSION`: Stable Diffusion 1.5 (Rombach et al. 2022) from the Hugging Face
+  Hub through diffusers, in float16 on a GPU (about 2.6 GB of weights: it fits a free Colab T4). Chapter 6
+  runs text-to-image, img2img and inpainting with it, and its own sampling loop on the same weights.
 """
 
 from __future__ import annotations
@@ -25,6 +28,14 @@ PRETRAINED_CLIP = {
     "repo_id": "openai/clip-vit-base-patch32",
     "description": "OpenAI CLIP ViT-B/32: a 12-layer vision transformer on 32x32-pixel patches of 224x224 images "
                    "and a 12-layer text transformer, trained on 400 million image-text pairs",
+}
+
+
+PRETRAINED_STABLE_DIFFUSION = {
+    "repo_id": "stable-diffusion-v1-5/stable-diffusion-v1-5",
+    "description": "Stable Diffusion 1.5: a KL autoencoder (512x512x3 images <-> 4x64x64 latents, scaling factor "
+                   "0.18215), an 860M-parameter UNet2DConditionModel cross-attending to OpenAI CLIP ViT-L/14's text "
+                   "features (77 tokens x 768), trained on LAION-5B subsets; epsilon prediction, scaled_linear betas",
 }
 
 
@@ -111,3 +122,29 @@ def clip_attention_map(model, processor, image: torch.Tensor, layer: int = -1) -
     patches = attention[0, 1:]
     side = int(round(patches.numel() ** 0.5))
     return patches.reshape(side, side).cpu()
+
+
+def load_stable_diffusion(pipeline_class=None, spec: dict | None = None, device: torch.device | str | None = None,
+                          progress: bool = True):
+    """Download Stable Diffusion (default :data:`PRETRAINED_STABLE_DIFFUSION`) into ``pipeline_class`` (default
+    diffusers' ``StableDiffusionPipeline``; ``StableDiffusionImg2ImgPipeline`` and
+    ``StableDiffusionInpaintPipeline`` take the same weights, or build them from a loaded pipeline with
+    ``from_pipe`` without a second download). On a GPU the float16 weights, on the CPU float32 (slow: minutes
+    per image). The safety checker stays as the model's authors ship it. Raises :class:`HubUnavailable` where the
+    download fails."""
+    from diffusers import StableDiffusionPipeline
+
+    from coursekit.device import get_device
+
+    spec = spec or PRETRAINED_STABLE_DIFFUSION
+    device = torch.device(device) if device is not None else get_device()
+    half = device.type == "cuda"
+    try:
+        pipe = (pipeline_class or StableDiffusionPipeline).from_pretrained(
+            spec["repo_id"], torch_dtype=torch.float16 if half else torch.float32, variant="fp16" if half else None)
+    except Exception as error:  # connection, HTTP and missing-file errors all mean "not available here"
+        raise HubUnavailable(
+            f"could not load {spec['repo_id']} from the Hugging Face Hub: {type(error).__name__}: {error}. This cell "
+            "needs the internet and, to be quick, a GPU: run it in Colab with a T4 runtime.") from error
+    pipe.set_progress_bar_config(disable=not progress)
+    return pipe.to(device)
