@@ -473,9 +473,11 @@ def test_cli_trains_the_autoencoder_then_the_pipeline(tmp_path, monkeypatch):
 
 def test_shipped_latent_autoencoder_reproduces_its_record():
     from coursekit.data import load_mnist
-    from coursekit.stable_diffusion import _resolve_folder
+    from coursekit.stable_diffusion import read_pipeline_record
 
-    record = json.loads((_resolve_folder("latent-vae", "training.json", "latent autoencoder") / "training.json").read_text())
+    record = read_pipeline_record("latent-vae")
+    with pytest.raises(FileNotFoundError, match="no training record at 'no-such-pipeline'"):
+        read_pipeline_record("no-such-pipeline")
     vae = load_latent_autoencoder("latent-vae")
     assert vae.config.scaling_factor == record["metrics"]["scaling_factor"] == record["config"]["scaling_factor"]
     train, test = load_mnist("train", source="bundled"), load_mnist("test", source="bundled")

@@ -60,7 +60,7 @@ __all__ = ["LatentAutoencoderConfig", "LatentUNetConfig", "pad_digits", "crop_di
            "latent_autoencoder_loss", "encode_latents", "scaling_factor_from_latents", "latent_statistics",
            "text_encoder_from_clip", "clip_tokenizer", "encode_text", "latent_unet", "noise_scheduler",
            "latent_diffusion_loss", "latent_moments", "build_pipeline", "save_pipeline", "load_pipeline",
-           "load_latent_autoencoder", "generate"]
+           "load_latent_autoencoder", "read_pipeline_record", "generate"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -396,6 +396,14 @@ def load_pipeline(name_or_path: str | Path, pipeline_class=None, device: torch.d
     pipe = (pipeline_class or StableDiffusionPipeline).from_pretrained(str(folder), local_files_only=True)
     pipe.set_progress_bar_config(disable=not progress)
     return pipe.to(device)
+
+
+def read_pipeline_record(name_or_path: str | Path) -> dict:
+    """The ``training.json`` of a pipeline folder or of a latent autoencoder folder (a path or a shipped name):
+    the command that trained it, device, time and measurements."""
+    path = Path(name_or_path)
+    folder = path if (path / RECORD_NAME).is_file() else _resolve_folder(name_or_path, RECORD_NAME, "training record")
+    return json.loads((folder / RECORD_NAME).read_text())
 
 
 def load_latent_autoencoder(name_or_path: str | Path, device: torch.device | str = "cpu"):
