@@ -195,7 +195,8 @@ def test_mode_counts_assigns_points_to_blobs():
     from coursekit.toy import mode_counts
 
     centres = ring_centres()  # (8, 2)
-    points = torch.cat([centres[[0, 0, 3]], centres[[5]] + torch.tensor([0.3, 0.0]), torch.zeros(1, 2), centres[[2]] * 1.5])  # (6, 2)
+    points = torch.cat([centres[[0, 0, 3]], centres[[5]] + torch.tensor([0.3, 0.0]), torch.zeros(1, 2),
+                        centres[[2]] * 1.5])  # (6, 2)
     # two at blob 0, one at blob 3, one 0.3 (3 std) from blob 5, one at the centre and one far out: on no blob
     assert mode_counts(points) == [2, 0, 0, 1, 0, 1, 0, 0, 2]
     assert mode_counts(points, within=2.0) == [2, 0, 0, 1, 0, 0, 0, 0, 3]
