@@ -525,3 +525,41 @@ def test_real_stable_diffusion_loader_uses_the_one_hub_id_and_explains_a_missing
     with pytest.raises(pretrained.HubUnavailable, match="run it in Colab with a T4") as error:
         pretrained.load_stable_diffusion(device="cpu")
     assert repo_id in str(error.value)
+
+
+def test_shipped_pipeline_loads_in_the_three_pipelines_and_holds_its_record():
+    """tiny-sd, as chapter 6 uses it: diffusers' three pipelines load the shipped folder offline, each draws with it,
+    and the record holds what the chapter reads (training time, the guidance sweep judged twice, FID beside the floor)."""
+    from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionInpaintPipeline, StableDiffusionPipeline
+
+    from coursekit.stable_diffusion import read_pipeline_record
+
+    text = load_pipeline("tiny-sd")
+    assert type(text) is StableDiffusionPipeline
+    assert text.vae.config.scaling_factor == read_pipeline_record("latent-vae")["metrics"]["scaling_factor"]
+    images = text(["a seven", "a two"], num_inference_steps=3, generator=torch.Generator().manual_seed(0),
+                  output_type="pt").images
+    assert images.shape == (2, 1, 32, 32)
+    digits = (pad_digits(torch.zeros(2, 1, 28, 28)) + 1) / 2
+    img2img = load_pipeline("tiny-sd", StableDiffusionImg2ImgPipeline)
+    edited = img2img(["a seven", "a two"], image=digits, strength=0.5, num_inference_steps=4,
+                     generator=torch.Generator().manual_seed(0), output_type="pt").images
+    assert edited.shape == (2, 1, 32, 32)
+    mask = torch.zeros(2, 1, 32, 32)
+    mask[:, :, 16:] = 1
+    inpaint = load_pipeline("tiny-sd", StableDiffusionInpaintPipeline)
+    painted = inpaint(["a seven", "a two"], image=digits, mask_image=mask, num_inference_steps=3,
+                      generator=torch.Generator().manual_seed(0), output_type="pt").images
+    assert painted.shape == (2, 1, 32, 32)
+
+    record = read_pipeline_record("tiny-sd")
+    assert record["command"].startswith("coursekit train latent-diffusion") and record["train_seconds"] > 0
+    assert record["parts"]["vae"] == "latent-vae" and record["parts"]["clip"] == "clip"
+    sweep = record["metrics"]["prompt_guidance"]
+    assert sweep["num_samples"] == 500 and list(sweep["scales"]) == ["0", "1", "3", "7.5"]
+    for row in sweep["scales"].values():
+        for key in ("digit_accuracy", "clip_digit_accuracy", "thickness_accuracy", "size_accuracy", "slant_accuracy",
+                    "fid_over_floor", "precision", "recall", "images_per_second"):
+            assert key in row, key
+    # guidance does what chapter 6 says of it: the requested digit far more often than without it
+    assert sweep["scales"]["3"]["digit_accuracy"] > sweep["scales"]["0"]["digit_accuracy"] + 0.5
