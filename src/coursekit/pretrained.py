@@ -8,8 +8,9 @@ Every hub id the course uses is in this module, once. Without a reachable hub th
 - :data:`PRETRAINED_CLIP`: OpenAI's CLIP ViT-B/32 (Radford et al. 2021), from the Hugging Face
   Hub through transformers. Chapter 5 classifies digits zero-shot with it and draws its attention.
 - :data:`PRETRAINED_STABLE_DIFFUSION`: Stable Diffusion 1.5 (Rombach et al. 2022) from the Hugging Face
-  Hub through diffusers, in float16 on a GPU (about 2.6 GB of weights: it fits a free Colab T4). Chapter 6
-  runs text-to-image, img2img and inpainting with it, and its own sampling loop on the same weights.
+  Hub through diffusers, in float16 on a GPU (about 2.7 GB of weights with the safety checker: it fits a
+  free Colab T4). Chapter 6 runs text-to-image, img2img and inpainting with it, and its own sampling
+  loop on the same weights.
 """
 
 from __future__ import annotations
