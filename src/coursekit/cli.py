@@ -669,7 +669,10 @@ def sample(args) -> None:
     if _is_pipeline(args.checkpoint):
         images = sample_pipeline(args)
         out = Path(args.out)
-        torch.save(images, out) if out.suffix == ".pt" else save_grid(images, out, nrow=args.num_samples)
+        if out.suffix == ".pt":
+            torch.save(images, out)
+        else:
+            save_grid(images, out, nrow=args.num_samples)  # a row per prompt
         print(f"wrote {len(images)} samples ({args.num_samples} for each of {len(args.prompt)} prompts) to {out}")
         return
     if args.prompt:
