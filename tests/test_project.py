@@ -28,8 +28,10 @@ def test_environment_yml_lists_the_pyproject_dependencies():
     listed = [entry for entry in pip_section if not entry.startswith("-")]
     assert sorted(map(_normalise, listed)) == sorted(map(_normalise, wanted))
     assert "-e ." in pip_section  # the package itself
-    # the grade extra adds nothing that the book and test extras do not already install
-    assert set(map(_normalise, project["optional-dependencies"]["grade"])) <= set(map(_normalise, wanted))
+    # the grade, cluster and distributed-training extras add nothing that the book and test extras do
+    # not already install (so the suite tests them)
+    for extra in ("grade", "cluster", "distributed-training"):
+        assert set(map(_normalise, project["optional-dependencies"][extra])) <= set(map(_normalise, wanted)), extra
 
 
 def test_book_config_has_the_decided_settings():
