@@ -21,6 +21,7 @@ import grading
 from grading import ROOT, make_course, nbgrader_meta
 
 from coursekit.exercises import ps1 as checks
+from coursekit.exercises.originality import UsesCourseImplementation
 
 SOURCE = ROOT / "solutions" / "ps1" / "ps1.ipynb"
 RELEASE = ROOT / "exercises" / "ps1" / "ps1.ipynb"
@@ -42,6 +43,55 @@ ANSWER_OF = {  # test cell -> answer cell
     "test_choose_threshold": "choose_threshold",
     "test_roc_auc": "roc_auc",
 }
+
+def solution_body(grade_id: str) -> str:
+    """The lines of a reference answer between its first `### BEGIN SOLUTION` and `### END SOLUTION` markers."""
+    (cell,) = [cell for cell in grading.read(SOURCE).cells if nbgrader_meta(cell).get("grade_id") == grade_id]
+    body = cell.source.split("### BEGIN SOLUTION\n", 1)[1].split("### END SOLUTION", 1)[0]
+    return body[:body.rfind("\n") + 1]
+
+
+# Answers that hand their part to an implementation of it that the course (or, for (e), scikit-learn)
+# already has. Every number they give is right; the hidden tests fail them with UsesCourseImplementation.
+# (d) has none: coursekit has no threshold function, and torch.quantile is what the reference answer uses.
+PACKAGE_ENCODER_DECODER = '''from torch import nn
+
+from coursekit.models.autoencoder import Autoencoder, AutoencoderConfig
+
+
+class Encoder(nn.Module):
+    def __init__(self, latent_dim: int):
+        super().__init__()
+        self.autoencoder = Autoencoder(AutoencoderConfig(latent_dim=latent_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.autoencoder.encode(x)
+
+
+class Decoder(nn.Module):
+    def __init__(self, latent_dim: int):
+        super().__init__()
+        self.autoencoder = Autoencoder(AutoencoderConfig(latent_dim=latent_dim))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.autoencoder.decode(z)
+'''
+CALLS_PACKAGE = {
+    "encoder_decoder": (grading.answer_sources(SOURCE)["encoder_decoder"], PACKAGE_ENCODER_DECODER),
+    "reconstruction_loss": (solution_body("reconstruction_loss"),
+                            "    from coursekit.exercises.ps1 import _per_image_mse\n"
+                            "    return _per_image_mse(x, x_hat)\n"),
+    "anomaly_scores": (solution_body("anomaly_scores"),
+                       "    from coursekit.models.autoencoder import reconstruction_error\n"
+                       "    return reconstruction_error(model, images, batch_size)\n"),
+    "roc_auc": (solution_body("roc_auc"),
+                "    from sklearn.metrics import roc_auc_score\n"
+                "    return float(roc_auc_score(torch.as_tensor(is_anomaly).numpy(), torch.as_tensor(scores).numpy()))\n"),
+}
+# each part with such an answer -> the part as the hidden tests name it in the feedback
+GUARDED_PARTS = {"encoder_decoder": "(a) Encoder and Decoder", "reconstruction_loss": "(b) reconstruction_loss",
+                 "anomaly_scores": "(c) anomaly_scores", "roc_auc": "(e) roc_auc"}
+
 
 # Plausible mistakes, as (correct text, wrong text) in the answer cell with that grade_id. Every one
 # must fail the hidden tests of its part (fast test below); some are also autograded. Four kinds of
@@ -100,6 +150,9 @@ MISTAKES = {
                           "ranks = torch.argsort(torch.argsort(scores)).double() + 1"),
     },
 }
+for _part, _mistake in CALLS_PACKAGE.items():
+    MISTAKES[_part]["calls_package"] = _mistake
+
 # The mistakes that pass the visible test cell and its check: only the hidden tests see them.
 HIDDEN_ONLY = [
     ("encoder_decoder", "minmax_over_batch"),
@@ -109,6 +162,7 @@ HIDDEN_ONLY = [
     ("anomaly_scores", "model_twice"),
     ("anomaly_scores", "ignores_batch_size"),
     ("roc_auc", "ordinal_ranks"),
+    *((part, "calls_package") for part in CALLS_PACKAGE),
 ]
 
 # The mistakes of the first autograded submission (also used by tests/test_grade_workflow.py), caught
@@ -247,6 +301,23 @@ def test_hidden_tests_explain_mistakes(part, name, message, notebook_globals):
     namespace = answers_namespace(bugs({part: name}), dict(notebook_globals))
     with pytest.raises(AssertionError, match=message):
         run_cell_part(part_tests(part, grading.hidden_tests(SOURCE)), namespace, f"<ps1 {part} tests>")
+
+
+def test_every_guarded_part_has_an_answer_that_calls_the_package():
+    assert set(GUARDED_PARTS) == set(CALLS_PACKAGE) == set(ANSWER_OF.values()) - {"choose_threshold"}
+
+
+@pytest.mark.parametrize("part", list(GUARDED_PARTS))
+def test_hidden_tests_give_no_points_for_calling_the_package(part, notebook_globals):
+    """An answer that hands its part to the package's implementation passes every numerical check; the
+    hidden tests fail it with UsesCourseImplementation (an AssertionError, so nbgrader scores the cell 0),
+    whose message names the part and says why."""
+    namespace = answers_namespace(bugs({part: "calls_package"}), dict(notebook_globals))
+    with pytest.raises(UsesCourseImplementation) as caught:
+        run_cell_part(part_tests(part, grading.hidden_tests(SOURCE)), namespace, f"<ps1 {part} tests>")
+    message = str(caught.value)
+    assert f"Part {GUARDED_PARTS[part]} calls `" in message, message
+    assert "no points" in message and "yourself" in message, message
 
 
 def test_visible_checks_fail_for_buggy_answers():
