@@ -27,6 +27,7 @@ import grading
 from grading import ROOT, make_course, nbgrader_meta, read
 
 from coursekit.exercises import ps3 as checks
+from coursekit.exercises.originality import UsesCourseImplementation
 
 SOURCE = ROOT / "solutions" / "ps3" / "ps3.ipynb"
 RELEASE = ROOT / "exercises" / "ps3" / "ps3.ipynb"
@@ -127,6 +128,32 @@ MISTAKES = {
         "own_epsilon": ("    x_hat = (epsilon * real", "    epsilon = torch.rand(real.shape[0], 1, 1, 1)\n    x_hat = (epsilon * real"),
     },
 }
+def solution_body(grade_id: str) -> str:
+    """The lines of a reference answer between its `### BEGIN SOLUTION` and `### END SOLUTION` markers."""
+    (cell,) = [cell for cell in read(SOURCE).cells if nbgrader_meta(cell).get("grade_id") == grade_id]
+    body = cell.source.split("### BEGIN SOLUTION\n", 1)[1].split("### END SOLUTION", 1)[0]
+    return body[:body.rfind("\n") + 1]
+
+
+# Answers that hand their part to the implementation of it in coursekit.models.gan or in the references
+# of coursekit.exercises.ps3. Every number they give is right; the hidden tests fail them with
+# UsesCourseImplementation.
+CALLS_PACKAGE = {
+    "discriminator_loss": ("    from coursekit.models.gan import discriminator_loss as package_discriminator_loss\n"
+                           "    return package_discriminator_loss(real_logits, fake_logits)\n"),
+    "generator_loss": ("    from coursekit.models.gan import generator_loss_nonsaturating\n"
+                       "    return generator_loss_nonsaturating(fake_logits)\n"),
+    "train_step": ("    from coursekit.exercises.ps3 import reference_train_step\n"
+                   "    return reference_train_step(generator, discriminator, optimizer_g, optimizer_d, real, z)\n"),
+    "gradient_penalty": ("    from coursekit.exercises.ps3 import reference_gradient_penalty\n"
+                         "    return reference_gradient_penalty(critic, real, fake, epsilon)\n"),
+}
+for _part, _answer in CALLS_PACKAGE.items():
+    MISTAKES[_part]["calls_package"] = (solution_body(_part), _answer)
+# each part -> the part as the hidden tests name it in the feedback
+GUARDED_PARTS = {"discriminator_loss": "(a) discriminator_loss", "generator_loss": "(b) generator_loss",
+                 "train_step": "(c) train_step", "gradient_penalty": "(d) gradient_penalty"}
+
 # The mistakes that pass the visible test cell and are caught only by the hidden tests.
 HIDDEN_ONLY = {
     "discriminator_loss": "unstable",
@@ -263,6 +290,21 @@ def test_visible_checks_explain_mistakes(part, name, message):
     (check,) = [p.check for p in checks.PARTS if p.names == (part,)]
     with pytest.raises(AssertionError, match=message):
         check(namespace[part])
+
+
+@pytest.mark.parametrize("part", list(GUARDED_PARTS))
+def test_hidden_tests_give_no_points_for_calling_the_package(part):
+    """An answer that hands its part to the package's implementation passes every numerical check; the
+    hidden tests fail it with UsesCourseImplementation (an AssertionError, so nbgrader scores the cell 0),
+    whose message names the part and says why. The answer to (c) still uses the package's losses freely."""
+    assert set(GUARDED_PARTS) == set(CALLS_PACKAGE) == set(ANSWER_OF.values())
+    namespace = answers_namespace({part: "calls_package"})
+    (hidden,) = [hidden for grade_id, hidden in grading.hidden_tests(SOURCE).items() if ANSWER_OF[grade_id] == part]
+    with pytest.raises(UsesCourseImplementation) as caught:
+        run_cell_part(hidden, namespace, f"<ps3 {part} tests>")
+    message = str(caught.value)
+    assert f"Part {GUARDED_PARTS[part]} calls `" in message, message
+    assert "no points" in message and "yourself" in message, message
 
 
 def test_references_equal_the_package():
