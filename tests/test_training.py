@@ -93,3 +93,23 @@ def test_training_on_gpu_with_mixed_precision():
     history = train(model, _batches(), reconstruction_loss, epochs=2, device="cuda", amp=True, progress=False,
                     generator=torch.Generator(device="cuda").manual_seed(0))
     assert history.device.startswith("cuda") and history.step_losses[-1] < history.step_losses[0]
+
+
+def test_distributed_helpers(monkeypatch):
+    from coursekit.training import (batch_length, launched_by_accelerate, mixed_precision_for, rank_generator, shard,
+                                    world_size)
+
+    for key in ("WORLD_SIZE", "ACCELERATE_MIXED_PRECISION"):
+        monkeypatch.delenv(key, raising=False)
+    assert not launched_by_accelerate() and world_size() == 1
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
+    assert launched_by_accelerate() and mixed_precision_for(torch.device("cpu"), amp=True) == "no"
+    images, labels = torch.arange(7.0), torch.arange(7)
+    halves = [shard((images, labels), rank, 2) for rank in range(2)]
+    assert [batch_length(half) for half in halves] == [4, 3]
+    assert torch.equal(torch.cat([half[1] for half in halves]), labels)
+    generator = torch.Generator().manual_seed(5)
+    assert rank_generator(generator, 0, torch.device("cpu")) is generator
+    other = rank_generator(generator, 1, torch.device("cpu"))
+    assert other.initial_seed() != 5 and not torch.equal(torch.rand(3, generator=other),
+                                                         torch.rand(3, generator=torch.Generator().manual_seed(5)))
