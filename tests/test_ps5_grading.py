@@ -49,6 +49,9 @@ PART_OF = dict(zip(ANSWER_OF.values(), checks.PARTS))  # answer cell -> its part
 # test below); nine submissions are also autograded.
 MISTAKES = {
     "attention": {
+        "calls_package": ("    scores = q @ k.transpose(-2, -1)",
+                          "    from coursekit.attention import scaled_dot_product_attention\n    return scaled_dot_product_attention(q, k, v, mask)\n"
+                          "    scores = q @ k.transpose(-2, -1)"),
         "no_scale": (" / math.sqrt(q.shape[-1])", ""),
         "scale_by_d_k": ("math.sqrt(q.shape[-1])", "q.shape[-1]"),
         "scale_by_tokens": ("math.sqrt(q.shape[-1])", "math.sqrt(k.shape[-2])"),
@@ -69,6 +72,9 @@ MISTAKES = {
                               "q /= math.sqrt(q.shape[-1])\n    scores = q @ k.transpose(-2, -1)"),
     },
     "split_merge_heads": {
+        "calls_package": ("    batch, length, width = x.shape\n",
+                          "    from coursekit.attention import split_heads as package_split_heads\n    return package_split_heads(x, heads)\n"
+                          "    batch, length, width = x.shape\n"),
         # a view without the transpose: heads mixed with tokens, every shape right
         "split_without_transpose": (
             "    x = x.reshape(batch, length, heads, width // heads)  # (B, L, H, D): each token's features cut into heads\n"
@@ -90,6 +96,9 @@ MISTAKES = {
             "    for h in range(heads):\n        split[:, h] = x[:, :, h * head_dim:(h + 1) * head_dim]\n    return split"),
     },
     "cross_attention": {
+        "calls_package": ("    q = package_split_heads(to_q(x), heads)",
+                          "    from coursekit.attention import Attention\n    layer = Attention(x.shape[-1], context.shape[-1], heads=heads, dim_head=to_q.out_features // heads)\n    layer.to_q, layer.to_k, layer.to_v = to_q, to_k, to_v\n    layer.to_out[0] = torch.nn.Identity()  # the part leaves the output projection out\n    return layer(x, context, mask)\n"
+                          "    q = package_split_heads(to_q(x), heads)"),
         "keys_from_image": ("to_k(context), heads)  # (B, heads, M, D): the context tokens answer\n    v = package_split_heads(to_v(context)",
                             "to_k(x), heads)  # (B, heads, M, D): the context tokens answer\n    v = package_split_heads(to_v(x)"),
         "mask_ignored": ("out, _ = package_attention(q, k, v, mask)", "out, _ = package_attention(q, k, v)"),
@@ -104,6 +113,9 @@ MISTAKES = {
         "query_bias_dropped": ("to_q(x)", "x @ to_q.weight.T"),
     },
     "guided_eps": {
+        "calls_package": ("    null_labels = torch.full_like(labels, num_classes)",
+                          "    from coursekit.guidance import ClassifierFreeGuidance\n    guided = ClassifierFreeGuidance(model, {\"labels\": labels},\n                                    {\"labels\": torch.full_like(labels, num_classes)}, guidance_scale)\n    return guided(x_t, t)\n"
+                          "    null_labels = torch.full_like(labels, num_classes)"),
         "sign_swapped": ("guidance_scale * (eps_cond - eps_uncond)", "guidance_scale * (eps_uncond - eps_cond)"),
         "paper_one_plus_w": ("return eps_uncond + guidance_scale * (eps_cond - eps_uncond)",
                              "return (1 + guidance_scale) * eps_cond - guidance_scale * eps_uncond"),
@@ -118,6 +130,9 @@ MISTAKES = {
             "    eps_cond = model(x_t, t, labels)\n    eps_uncond = model(x_t, t, null_labels)"),
     },
     "drop_labels": {
+        "calls_package": ("    if not training:\n",
+                          "    from coursekit.guidance import drop_labels as package_drop_labels\n    return package_drop_labels(labels, drop_prob if training else 0.0, num_classes, generator).clone()\n"
+                          "    if not training:\n"),
         "rate_inverted": ("< drop_prob", "> drop_prob"),
         "keeps_with_p": ("torch.where(drop, torch.full_like(labels, num_classes), labels)",
                          "torch.where(drop, labels, torch.full_like(labels, num_classes))"),
@@ -131,6 +146,9 @@ MISTAKES = {
                      "    labels[drop] = num_classes\n    return labels"),
     },
     "clip_loss": {
+        "calls_package": ("    image_embeds = F.normalize(image_embeds, dim=-1)",
+                          "    from transformers.models.clip.modeling_clip import image_text_contrastive_loss\n    similarity = logit_scale * F.normalize(text_embeds, dim=-1) @ F.normalize(image_embeds, dim=-1).T\n    return image_text_contrastive_loss(similarity)\n"
+                          "    image_embeds = F.normalize(image_embeds, dim=-1)"),
         "image_to_text_only": ("return (loss_images + loss_texts) / 2", "return loss_images"),
         # the targets of the second direction read along the rows again: the first direction twice
         "same_direction_twice": ("loss_texts = F.cross_entropy(logits.T, targets)", "loss_texts = F.cross_entropy(logits, targets)"),
@@ -267,6 +285,21 @@ def test_hidden_tests_catch_each_mistake(part, name):
     (hidden,) = [hidden for grade_id, hidden in grading.hidden_tests(SOURCE).items() if ANSWER_OF[grade_id] == part]
     with pytest.raises(Exception):  # noqa: B017 (an assertion or a crash: either costs the points)
         run_cell_part(hidden, namespace, f"<ps5 {part} tests>")
+
+
+@pytest.mark.parametrize("part", list(MISTAKES))
+def test_an_answer_that_calls_the_package_scores_no_points_and_is_told_why(part):
+    """The hidden tests of every part fail an answer that hands the part to the package's (or a library's)
+    own implementation, with the guard's message: it names the part and says that it scores no points."""
+    from coursekit.exercises.originality import UsesCourseImplementation
+
+    namespace = answers_namespace({part: "calls_package"})
+    (hidden,) = [hidden for grade_id, hidden in grading.hidden_tests(SOURCE).items() if ANSWER_OF[grade_id] == part]
+    with pytest.raises(UsesCourseImplementation) as caught:
+        run_cell_part(hidden, namespace, f"<ps5 {part} tests>")
+    label = dict(zip(ANSWER_OF.values(), checks.PARTS))[part].label
+    message = str(caught.value)
+    assert f"Part ({label}) " in message and "no points" in message and "yourself" in message, message
 
 
 @pytest.mark.parametrize(("part", "name"), [*HIDDEN_ONLY.items(),
