@@ -54,6 +54,9 @@ RENOISE = "        known = scheduler.add_noise(image_latents, noise, timesteps[i
 # test below); nine submissions are also autograded.
 MISTAKES = {
     "encode_digits": {
+        "calls_package": ("    images = pad_digits(digits)",
+                          "    from coursekit.stable_diffusion import encode_latents\n    return encode_latents(vae, pad_digits(digits), sample=False) * vae.config.scaling_factor\n"
+                          "    images = pad_digits(digits)"),
         "sample": ("posterior.mean * vae", "posterior.sample() * vae"),
         "divides": ("posterior.mean * vae.config.scaling_factor", "posterior.mean / vae.config.scaling_factor"),
         "unscaled": ("return posterior.mean * vae.config.scaling_factor", "return posterior.mean"),
@@ -64,6 +67,9 @@ MISTAKES = {
         "stable_diffusion_factor": ("vae.config.scaling_factor", "0.18215"),
     },
     "decode_latents": {
+        "calls_package": ("    images = vae.decode(z / vae.config.scaling_factor).sample",
+                          "    from diffusers.image_processor import VaeImageProcessor\n    images = vae.decode(z / vae.config.scaling_factor).sample\n    return crop_digits(VaeImageProcessor().postprocess(images, output_type=\"pt\"))\n"
+                          "    images = vae.decode(z / vae.config.scaling_factor).sample"),
         "multiplies": ("z / vae.config.scaling_factor", "z * vae.config.scaling_factor"),
         "not_unscaled": ("vae.decode(z / vae.config.scaling_factor)", "vae.decode(z)"),
         "no_crop": ("return crop_digits(images)", "return images"),
@@ -76,6 +82,9 @@ MISTAKES = {
         "stable_diffusion_factor": ("z / vae.config.scaling_factor", "z / 0.18215"),
     },
     "guided_latents": {
+        "calls_package": ("    negative_prompts = [\"\"] * len(prompts)",
+                          "    from coursekit.exercises.ps6 import tiny_autoencoder\n    from coursekit.stable_diffusion import build_pipeline\n    pipe = build_pipeline(tiny_autoencoder(), text_encoder, tokenizer, unet, scheduler)  # no decoding: any vae\n    return pipe(list(prompts), num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,\n                negative_prompt=negative_prompts, latents=latents.clone(), output_type=\"latent\").images\n"
+                          "    negative_prompts = [\"\"] * len(prompts)"),
         "halves_swapped": ("eps_neg, eps_cond = eps.chunk(2)", "eps_cond, eps_neg = eps.chunk(2)"),
         "context_order_swapped": (CONTEXT, "torch.cat([encode_text(text_encoder, tokenizer, prompts), "
                                            "encode_text(text_encoder, tokenizer, negative_prompts)])"),
@@ -94,6 +103,9 @@ MISTAKES = {
         "no_scale_model_input": ("scheduler.scale_model_input(torch.cat([latents, latents]), t)", "torch.cat([latents, latents])"),
     },
     "img2img_start": {
+        "calls_package": ("    scheduler.set_timesteps(num_inference_steps)\n    init_timestep",
+                          "    from types import SimpleNamespace\n    from diffusers import StableDiffusionImg2ImgPipeline\n    scheduler.set_timesteps(num_inference_steps)\n    timesteps, _ = StableDiffusionImg2ImgPipeline.get_timesteps(SimpleNamespace(scheduler=scheduler),\n                                                                num_inference_steps, strength, \"cpu\")\n    return timesteps, scheduler.add_noise(z0, noise, timesteps[:1])\n"
+                          "    scheduler.set_timesteps(num_inference_steps)\n    init_timestep"),
         "one_step_less": ("t_start = num_inference_steps - init_timestep", "t_start = num_inference_steps - init_timestep + 1"),
         "one_step_more": ("timesteps = scheduler.timesteps[t_start * scheduler.order:]",
                           "timesteps = scheduler.timesteps[max(t_start * scheduler.order - 1, 0):]"),
@@ -110,6 +122,9 @@ MISTAKES = {
         "order_ignored": ("scheduler.timesteps[t_start * scheduler.order:]", "scheduler.timesteps[t_start:]"),
     },
     "inpaint_blend": {
+        "calls_package": ("    known = image_latents",
+                          "    from coursekit.exercises.ps6 import reference_inpaint_blend\n    return reference_inpaint_blend(latents, image_latents, mask, noise, scheduler, timesteps, i)\n"
+                          "    known = image_latents"),
         "mask_inverted": ("return (1 - mask) * known + mask * latents", "return mask * known + (1 - mask) * latents"),
         "clean_known": (RENOISE, "        known = image_latents"),
         "current_level": ("timesteps[i + 1:i + 2]", "timesteps[i:i + 1]"),
@@ -338,6 +353,21 @@ def test_hidden_tests_catch_each_mistake(part, name):
     (hidden,) = [hidden for grade_id, hidden in grading.hidden_tests(SOURCE).items() if ANSWER_OF[grade_id] == part]
     with pytest.raises(Exception):  # noqa: B017 (an assertion or a crash: either costs the points)
         run_cell_part(hidden, namespace, f"<ps6 {part} tests>")
+
+
+@pytest.mark.parametrize("part", list(MISTAKES))
+def test_an_answer_that_calls_the_package_scores_no_points_and_is_told_why(part):
+    """The hidden tests of every part fail an answer that hands the part to the package's (or a library's)
+    own implementation, with the guard's message: it names the part and says that it scores no points."""
+    from coursekit.exercises.originality import UsesCourseImplementation
+
+    namespace = answers_namespace({part: "calls_package"})
+    (hidden,) = [hidden for grade_id, hidden in grading.hidden_tests(SOURCE).items() if ANSWER_OF[grade_id] == part]
+    with pytest.raises(UsesCourseImplementation) as caught:
+        run_cell_part(hidden, namespace, f"<ps6 {part} tests>")
+    label = dict(zip(ANSWER_OF.values(), checks.PARTS))[part].label
+    message = str(caught.value)
+    assert f"Part ({label}) " in message and "no points" in message and "yourself" in message, message
 
 
 @pytest.mark.parametrize(("part", "name"), [*HIDDEN_ONLY.items(),
