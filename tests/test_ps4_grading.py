@@ -8,8 +8,11 @@ mistakes includes the four kinds of nearly right answers that an independent rev
 tests most likely to miss: batch mixing with every shape right, dtype leaks, a network run more
 often than the text says, and ignored arguments. The slow tests build a throwaway course directory,
 regenerate the student release there (it must equal the committed ``exercises/ps4/ps4.ipynb``) and
-autograde the solution, the untouched release, and nine submissions with mistakes. The notebook's last demo needs the shipped checkpoint ``ddpm``; the
-test cells need no checkpoint and no data.
+autograde the solution, the untouched release, and eleven submissions with mistakes. Every part also has
+the mistake ``calls_package``: the answer hands the work to the package's (or a library's) own
+implementation, and the hidden tests give it no points and say why (:mod:`coursekit.exercises.originality`).
+The notebook's sampling demos need the shipped checkpoints ``ddpm-eps``, ``ddpm`` and
+``mnist-robust-classifier``; the test cells need no checkpoint and no data.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ TEST_POINTS = {
     "test_noise_prediction_loss": 2,
     "test_ddpm_step": 4,
     "test_ddim_step": 4,
+    "test_frechet_distance": 3,
 }
 WRITTEN_POINTS = {"answer_ddim": 3}
 ANSWER_OF = {test: test.removeprefix("test_") for test in TEST_POINTS}  # test cell -> answer cell
@@ -42,6 +46,11 @@ ANSWER_OF = {test: test.removeprefix("test_") for test in TEST_POINTS}  # test c
 # must fail the hidden tests of its part (fast test below); nine submissions are also autograded.
 MISTAKES = {
     "linear_schedule": {
+        "calls_package": ("    betas = torch.linspace(",
+                          "    from coursekit.schedulers import make_schedule\n"
+                          "    schedule = make_schedule(\"linear\", num_timesteps, beta_start, beta_end)\n"
+                          "    return schedule.betas, schedule.alphas, schedule.alphas_cumprod\n"
+                          "    betas = torch.linspace("),
         "cumsum": ("torch.cumprod(alphas, dim=0)", "torch.cumsum(alphas, dim=0)"),
         "shifted": ("alpha_bars = torch.cumprod(alphas, dim=0)",
                     "alpha_bars = torch.cat([torch.ones(1, dtype=torch.float64), torch.cumprod(alphas, dim=0)[:-1]])"),
@@ -54,6 +63,10 @@ MISTAKES = {
         "default_beta_end": ("torch.linspace(beta_start, beta_end,", "torch.linspace(beta_start, 0.02,"),
     },
     "q_sample": {
+        "calls_package": ("    alpha_bar = alpha_bars[t].to(x0.dtype).reshape(-1, *([1] * (x0.dim() - 1)))  # (B, 1, ..., 1): one",
+                          "    from coursekit.schedulers import DDPMScheduler\n"
+                          "    return DDPMScheduler(num_train_timesteps=len(alpha_bars), clip_sample=False).add_noise(x0, noise, t)\n"
+                          "    alpha_bar = alpha_bars[t].to(x0.dtype).reshape(-1, *([1] * (x0.dim() - 1)))  # (B, 1, ..., 1): one"),
         "no_sqrt": ("return alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * noise",
                     "return alpha_bar * x0 + (1 - alpha_bar) * noise"),
         "off_by_one": ("alpha_bars[t]", "alpha_bars[t - 1]"),  # the papers count t from 1
@@ -67,6 +80,12 @@ MISTAKES = {
         "own_schedule": ("alpha_bars[t]", "linear_schedule(1000)[2][t]"),  # part (a)'s schedule, not the one passed in
     },
     "noise_prediction_loss": {
+        "calls_package": ("    alpha_bar = alpha_bars[t]",
+                          "    from coursekit.diffusion import q_sample as package_q_sample\n"
+                          "    from coursekit.schedulers import make_schedule\n"
+                          "    x_t = package_q_sample(x0, t, noise, make_schedule(\"linear\", len(alpha_bars)))\n"
+                          "    return F.mse_loss(model(x_t, t), noise)\n"
+                          "    alpha_bar = alpha_bars[t]"),
         "x0_target": ("F.mse_loss(eps_hat, noise)", "F.mse_loss(eps_hat, x0)"),
         "sum": ("F.mse_loss(eps_hat, noise)", 'F.mse_loss(eps_hat, noise, reduction="sum")'),
         "model_sees_x0": ("eps_hat = model(x_t, t)", "eps_hat = model(x0, t)"),
@@ -81,6 +100,10 @@ MISTAKES = {
         "own_schedule": ("alpha_bars[t]", "linear_schedule(1000)[2][t]"),
     },
     "ddpm_step": {
+        "calls_package": ("    alpha_bar_t = alpha_bars[t]\n    # 1. the mean",
+                          "    from coursekit.schedulers import DDPMScheduler\n"
+                          "    return DDPMScheduler(clip_sample=False).step(eps_hat, t, x_t, variance_noise=z).prev_sample\n"
+                          "    alpha_bar_t = alpha_bars[t]\n    # 1. the mean"),
         "fixed_large": ("variance = (1 - alpha_bar_prev) / (1 - alpha_bar_t) * betas[t]", "variance = betas[t]"),
         "noise_at_last_step": ("    if t == 0:\n        return mean\n", ""),  # then alpha_bars[t - 1] wraps to alpha_bars[-1]
         "prev_off_by_one": ("alpha_bar_prev = alpha_bars[t - 1]", "alpha_bar_prev = alpha_bars[t + 1]"),
@@ -93,6 +116,12 @@ MISTAKES = {
                          "    betas, alphas, alpha_bars = linear_schedule(1000)\n    alpha_bar_t = alpha_bars[t]\n"),
     },
     "ddim_step": {
+        "calls_package": ("    alpha_bar_t = alpha_bars[t]\n    alpha_bar_prev",
+                          "    from coursekit.schedulers import DDIMScheduler\n"
+                          "    scheduler = DDIMScheduler(clip_sample=False)\n"
+                          "    scheduler.set_timesteps(1000 // (t - t_prev))\n"
+                          "    return scheduler.step(eps_hat, t, x_t, eta=eta, variance_noise=z).prev_sample\n"
+                          "    alpha_bar_t = alpha_bars[t]\n    alpha_bar_prev"),
         "sigma_without_eta": ("sigma = eta * (", "sigma = ("),
         # the same as the answer for eta = 0 and eta = 1, the two values the visible checks try
         "eta_on_variance": ("sigma = eta * ((1 - alpha_bar_prev) / (1 - alpha_bar_t)",
@@ -106,6 +135,21 @@ MISTAKES = {
         "own_schedule": ("    alpha_bar_t = alpha_bars[t]\n", "    alpha_bars = linear_schedule(1000)[2]\n    alpha_bar_t = alpha_bars[t]\n"),
         "t_minus_one": ("alpha_bars[t_prev] if", "alpha_bars[t - 1] if"),
     },
+    "frechet_distance": {
+        "calls_package": ("    mu1, sigma1, mu2, sigma2 = (",
+                          "    from torchmetrics.image.fid import _compute_fid\n"
+                          "    return float(_compute_fid(mu1.double(), sigma1.double(), mu2.double(), sigma2.double()))\n"
+                          "    mu1, sigma1, mu2, sigma2 = ("),
+        "no_factor_2": ("- 2 * np.trace(covmean)", "- np.trace(covmean)"),
+        "no_matrix_sqrt": ("scipy.linalg.sqrtm(sigma1 @ sigma2)", "sigma1 @ sigma2"),
+        # the same as the answer when the covariances commute, as the diagonal ones of the visible checks do
+        "sqrt_of_each": ("scipy.linalg.sqrtm(sigma1 @ sigma2)", "scipy.linalg.sqrtm(sigma1) @ scipy.linalg.sqrtm(sigma2)"),
+        "sqrt_of_entries": ("scipy.linalg.sqrtm(sigma1 @ sigma2)", "np.sqrt(sigma1 * sigma2)"),
+        "mean_not_squared": ("diff @ diff", "np.sqrt(diff @ diff)"),
+        # a float for the visible checks' covariances; a complex number where the covariances are singular
+        "keeps_complex": ("return float(distance.real)", "return distance"),
+        "float32": ("value.double().numpy()", "value.float().numpy()"),
+    },
 }
 # The one mistake per part that passes the visible test cell and is caught only by the hidden tests.
 HIDDEN_ONLY = {
@@ -114,6 +158,7 @@ HIDDEN_ONLY = {
     "noise_prediction_loss": "no_grad",
     "ddpm_step": "noise_at_last_step",
     "ddim_step": "eta_on_variance",
+    "frechet_distance": "sqrt_of_each",
 }
 
 # The autograded submissions with mistakes (answer cell -> mistake), and the score each should get.
@@ -128,6 +173,9 @@ BUGGY_SUBMISSIONS = {
     # two that the hidden tests before the four kinds of checks gave full marks
     "buggy_float32_schedule": {"linear_schedule": "float32_compute"},
     "buggy_ddim_own_schedule": {"ddim_step": "own_schedule"},
+    # the new part, and an answer that hands a part to the package
+    "buggy_fid_no_factor_2": {"frechet_distance": "no_factor_2"},
+    "buggy_ddim_calls_package": {"ddim_step": "calls_package"},
 }
 BUGGY_SCORES = grading.buggy_scores(BUGGY_SUBMISSIONS, TEST_POINTS, ANSWER_OF)
 WRITTEN_ANSWER = "DDIM's processes share DDPM's marginals q(x_t | x_0), so the same network serves; eta = 1 is DDPM."
@@ -170,7 +218,8 @@ def test_release_has_no_solutions_or_hidden_tests():
     for source in grading.answer_sources(SOURCE).values():
         for line in source.splitlines():
             if line.strip().startswith(("betas =", "alpha_bars =", "alpha_bar =", "x_t =", "eps_hat =", "mean =",
-                                        "variance =", "x0_hat =", "sigma =", "direction =", "alpha_bar_prev =", "return")):
+                                        "variance =", "x0_hat =", "sigma =", "direction =", "alpha_bar_prev =", "return",
+                                        "covmean =", "diff =", "distance =", "mu1, sigma1")):
                 assert line not in release_text, line
 
 
@@ -198,6 +247,22 @@ def test_hidden_tests_catch_each_mistake(part, name):
     (hidden,) = [hidden for grade_id, hidden in grading.hidden_tests(SOURCE).items() if ANSWER_OF[grade_id] == part]
     with pytest.raises(Exception):  # noqa: B017 (an assertion or a crash: either costs the points)
         run_cell_part(hidden, namespace, f"<ps4 {part} tests>")
+
+
+@pytest.mark.parametrize("part", list(MISTAKES))
+def test_an_answer_that_calls_the_package_scores_no_points_and_is_told_why(part):
+    """The hidden tests of every part fail an answer that hands the part to the package's (or a library's)
+    own implementation, with the guard's message: it names the part and says that it scores no points."""
+    from coursekit.exercises.originality import UsesCourseImplementation
+
+    namespace = answers_namespace({part: "calls_package"})
+    (grade_id, hidden), = [(grade_id, hidden) for grade_id, hidden in grading.hidden_tests(SOURCE).items()
+                           if ANSWER_OF[grade_id] == part]
+    with pytest.raises(UsesCourseImplementation) as caught:
+        run_cell_part(hidden, namespace, f"<ps4 {part} tests>")
+    label = next(p.label for p in checks.PARTS if p.names == (part,))
+    message = str(caught.value)
+    assert f"Part ({label}) " in message and "no points" in message and "yourself" in message, message
 
 
 @pytest.mark.parametrize(("part", "name"), list(HIDDEN_ONLY.items()))
@@ -232,6 +297,9 @@ def test_some_mistakes_pass_the_visible_checks(part, name):
     ("ddim_step", "direction_ignores_sigma", "sqrt\\(1 - alpha_bar_prev - sigma_t\\*\\*2\\)"),
     ("ddim_step", "final_alpha_bar_wraps", "t_prev = -1 means the clean x_0"),
     ("ddim_step", "x0_coefficient_no_sqrt", "expected sqrt\\(alpha_bar_prev\\) x0_hat"),
+    ("frechet_distance", "no_factor_2", "the factor 2 is missing"),
+    ("frechet_distance", "no_matrix_sqrt", "not Tr\\(Sigma1 Sigma2\\)"),
+    ("frechet_distance", "mean_not_squared", "the squared distance"),
 ])
 def test_visible_checks_explain_mistakes(part, name, message):
     namespace = answers_namespace({part: name})
@@ -292,11 +360,11 @@ def test_self_check_table(capsys):
     namespace["noise_prediction_loss"] = crashes
     namespace["ddpm_step"] = not_done
     status = {part.label: status for part, status, _ in checks.run_checks(namespace)}
-    assert status == {"a": "pass", "b": "FAIL", "c": "FAIL", "d": "not attempted", "e": "not attempted"}
+    assert status == {"a": "pass", "b": "FAIL", "c": "FAIL", "d": "not attempted", "e": "not attempted", "f": "pass"}
     capsys.readouterr()
     checks.self_check(namespace)
     table = capsys.readouterr().out
-    for expected in ("RuntimeError: boom", "ddim_step not defined", "NotImplementedError", "2 of 15", "sqrt(alpha_bar)"):
+    for expected in ("RuntimeError: boom", "ddim_step not defined", "NotImplementedError", "5 of 18", "sqrt(alpha_bar)"):
         assert expected in table, f"{expected!r} missing from the table:\n{table}"
 
 
@@ -321,6 +389,8 @@ def test_release_is_regenerated_identically(course):
 def test_autograde_correct_blank_and_buggy(course):
     from coursekit.checkpoint import shipped_checkpoints
 
-    assert "ddpm-eps" in shipped_checkpoints(), "ps4's last demo samples the shipped checkpoint `ddpm-eps`"
+    assert "ddpm-eps" in shipped_checkpoints(), "ps4's sampling demo samples the shipped checkpoint `ddpm-eps`"
+    assert {"ddpm", "mnist-robust-classifier"} <= set(shipped_checkpoints()), (
+        "ps4's last demo judges samples of the shipped checkpoint `ddpm` with the robust classifier's features")
     buggy = {student: filled_in_release(mistakes) for student, mistakes in BUGGY_SUBMISSIONS.items()}
     grading.assert_grading_round_trip(course, "ps4", SOURCE, RELEASE, buggy, TEST_POINTS, BUGGY_SCORES, "answer_ddim")

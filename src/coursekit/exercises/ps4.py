@@ -12,6 +12,10 @@ Song et al. 2021, DDIM), with timesteps indexed 0 .. T-1 as in :mod:`coursekit.s
 ``alpha_bar_t`` is the cumulative product of the alphas up to and including ``t``, and
 ``alpha_bar_prev`` is 1 before the first step (``t - 1 = -1``).
 
+Part (f) is the Fréchet distance between two Gaussians (Heusel et al. 2017, the formula behind FID),
+``||mu_1 - mu_2||^2 + Tr(Sigma_1 + Sigma_2 - 2 (Sigma_1 Sigma_2)^(1/2))``, checked against closed forms
+for diagonal covariances.
+
 The checks need no data and no checkpoint: they use random tensors from fixed seeds and a tiny
 :class:`ToyNoisePredictor`, and take milliseconds.
 """
@@ -115,6 +119,18 @@ def reference_ddim_step(eps_hat, t, t_prev, x_t, alpha_bars, eta, z, *, final_al
     x0_hat = (x_t.double() - (1 - alpha_bar_t).sqrt() * eps_hat.double()) / alpha_bar_t.sqrt()  # eq. 9
     direction = (1 - alpha_bar_prev - (sigma**2 if direction_sigma else 0)).sqrt() * eps_hat.double()
     return alpha_bar_prev.sqrt() * x0_hat + direction + sigma * z.double()
+
+
+def reference_frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
+    """||mu1 - mu2||^2 + Tr(sigma1) + Tr(sigma2) - 2 Tr((sigma1 sigma2)^(1/2)) in float64, with scipy's matrix
+    square root and the imaginary part that rounding leaves in it dropped (Heusel et al. 2017)."""
+    import numpy as np
+    import scipy.linalg
+
+    mu1, sigma1, mu2, sigma2 = (torch.as_tensor(value).double().numpy() for value in (mu1, sigma1, mu2, sigma2))
+    covmean = scipy.linalg.sqrtm(sigma1 @ sigma2)  # (D, D)
+    diff = mu1 - mu2
+    return float((diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean)).real)
 
 
 # --- models for the checks and the demos -----------------------------------------------------------
@@ -372,12 +388,52 @@ def check_ddim_step(ddim_step: Callable) -> None:
         )
 
 
+def _diagonal_frechet(mu1, variances1, mu2, variances2) -> float:
+    """The closed form for diagonal covariances: ||mu1 - mu2||^2 + sum_i (sqrt(v1_i) - sqrt(v2_i))^2."""
+    return float(((mu1 - mu2) ** 2).sum() + ((variances1.sqrt() - variances2.sqrt()) ** 2).sum())
+
+
+def check_frechet_distance(frechet_distance: Callable) -> None:
+    """Part (f): ||mu1 - mu2||^2 + Tr(sigma1 + sigma2 - 2 (sigma1 sigma2)^(1/2)), a Python float."""
+    mu1, mu2 = _random(6, seed=12).double(), _random(6, seed=13).double()
+    variances1 = 0.5 + torch.rand(6, generator=torch.Generator().manual_seed(14), dtype=torch.float64)
+    variances2 = 0.5 + 2 * torch.rand(6, generator=torch.Generator().manual_seed(15), dtype=torch.float64)
+    sigma1, sigma2 = torch.diag(variances1), torch.diag(variances2)
+    value = frechet_distance(mu1, sigma1, mu2, sigma2)
+    assert isinstance(value, float), f"frechet_distance should return a Python float, got {type(value).__name__}"
+    expected = _diagonal_frechet(mu1, variances1, mu2, variances2)
+    if abs(value - expected) > 1e-6 * expected:
+        mean_term = float(((mu1 - mu2) ** 2).sum())
+        traces = float(variances1.sum() + variances2.sum())
+        cross = float((variances1 * variances2).sqrt().sum())  # Tr((sigma1 sigma2)^(1/2)) for diagonal covariances
+        mistakes = {
+            "the cross term is -2 Tr((Sigma1 Sigma2)^(1/2)): the factor 2 is missing": mean_term + traces - cross,
+            "the cross term needs the matrix square root, Tr((Sigma1 Sigma2)^(1/2)), not Tr(Sigma1 Sigma2)":
+                mean_term + traces - 2 * float((variances1 * variances2).sum()),
+            "the mean term is the squared distance ||mu1 - mu2||^2, not the distance itself":
+                mean_term ** 0.5 + traces - 2 * cross,
+        }
+        for message, wrong in mistakes.items():
+            if abs(value - wrong) <= 1e-6 * abs(wrong):
+                raise AssertionError(message)
+        raise AssertionError(
+            f"diagonal covariances: expected ||mu1 - mu2||^2 + sum_i (sqrt(v1_i) - sqrt(v2_i))^2 = {expected:.6f}, "
+            f"got {value:.6f}")
+    same = frechet_distance(mu1, sigma1, mu1.clone(), sigma1.clone())
+    assert abs(same) < 1e-8, f"two identical Gaussians are at distance 0, got {same}"
+    shifted = frechet_distance(mu1, sigma1, mu2, sigma1)
+    expected_shift = float(((mu1 - mu2) ** 2).sum())
+    assert abs(shifted - expected_shift) <= 1e-6 * expected_shift, (
+        f"the same covariance and means apart: expected ||mu1 - mu2||^2 = {expected_shift:.6f}, got {shifted:.6f}")
+
+
 PARTS = (
     Part("a", "linear_schedule", 2, ("linear_schedule",), check_linear_schedule),
     Part("b", "q_sample", 3, ("q_sample",), check_q_sample),
     Part("c", "noise_prediction_loss", 2, ("noise_prediction_loss",), check_noise_prediction_loss),
     Part("d", "ddpm_step", 4, ("ddpm_step",), check_ddpm_step),
     Part("e", "ddim_step", 4, ("ddim_step",), check_ddim_step),
+    Part("f", "frechet_distance", 3, ("frechet_distance",), check_frechet_distance),
 )
 
 
