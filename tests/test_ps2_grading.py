@@ -5,7 +5,7 @@ visible checks of ``coursekit.exercises.ps2``, and run the hidden tests of each 
 answer with plausible mistakes patched in: every mistake must cost that part its points, and some
 get past the visible test cells so that only the hidden tests see them. The slow tests build a
 throwaway course directory, regenerate the student release there (it must equal the committed
-``exercises/ps2/ps2.ipynb``) and autograde the solution, the untouched release, and six submissions
+``exercises/ps2/ps2.ipynb``) and autograde the solution, the untouched release, and seven submissions
 with one mistake each. They need the shipped checkpoint ``vae``.
 """
 
@@ -21,6 +21,7 @@ import grading
 from grading import ROOT, make_course, nbgrader_meta, read
 
 from coursekit.exercises import ps2 as checks
+from coursekit.exercises.originality import UsesCourseImplementation
 
 SOURCE = ROOT / "solutions" / "ps2" / "ps2.ipynb"
 RELEASE = ROOT / "exercises" / "ps2" / "ps2.ipynb"
@@ -32,6 +33,7 @@ TEST_POINTS = {
     "test_elbo_loss": 3,
     "test_sample_prior": 2,
     "test_interpolate": 3,
+    "test_train": 3,
 }
 WRITTEN_POINTS = {"answer_posterior_collapse": 3}
 ANSWER_OF = {test: test.removeprefix("test_") for test in TEST_POINTS}  # test cell -> answer cell
@@ -130,6 +132,64 @@ MISTAKES = {
     },
 }
 
+MISTAKES["train"] = {
+    # gradients add up over the steps: each step follows the sum of every gradient so far
+    "no_zero_grad": ("        optimizer.zero_grad()  # .grad holds the sum of every backward pass since the last zero_grad\n", ""),
+    # a new optimizer at every step: Adam's running averages start again from zero each time
+    "optimizer_per_step": ("    optimizer = torch.optim.Adam(model.parameters(), lr=lr)\n"
+                           "    losses = []\n"
+                           "    for step in range(steps):\n",
+                           "    losses = []\n"
+                           "    for step in range(steps):\n"
+                           "        optimizer = torch.optim.Adam(model.parameters(), lr=lr)\n"),
+    # trained in evaluation mode
+    "eval_mode": ("    model.train()\n", "    model.eval()\n"),
+    # left in training mode afterwards
+    "no_eval_after": ("    model.eval()\n    return losses", "    return losses"),
+    # graph leak: the history keeps every step's loss tensor, and with it the step's graph
+    "loss_tensors": ("losses.append(loss.item())", "losses.append(loss)"),
+    # ignored arguments: always batches of 64, always the default learning rate
+    "ignores_batch_size": ("(batch_size,), generator=generator)", "(64,), generator=generator)"),
+    "ignores_lr": ("lr=lr)", "lr=1e-3)"),
+}
+
+
+def solution_body(grade_id: str) -> str:
+    """The lines of a reference answer between its `### BEGIN SOLUTION` and `### END SOLUTION` markers."""
+    (cell,) = [cell for cell in read(SOURCE).cells if nbgrader_meta(cell).get("grade_id") == grade_id]
+    body = cell.source.split("### BEGIN SOLUTION\n", 1)[1].split("### END SOLUTION", 1)[0]
+    return body[:body.rfind("\n") + 1]
+
+
+# Answers that hand their part to the implementation of it in coursekit.models.vae, the VAE class or
+# coursekit.training. Every number they give is right; the hidden tests fail them with
+# UsesCourseImplementation.
+CALLS_PACKAGE = {
+    "reparameterize": ("    from coursekit.models.vae import reparameterize as package_reparameterize\n"
+                       "    return package_reparameterize(mu, logvar, generator)\n"),
+    "gaussian_kl": ("    from coursekit.models.vae import gaussian_kl as package_gaussian_kl\n"
+                    "    return package_gaussian_kl(mu, logvar)\n"),
+    "elbo_loss": ("    from types import SimpleNamespace\n"
+                  "    from coursekit.models.vae import gaussian_kl as package_gaussian_kl, log_likelihood\n"
+                  "    bernoulli = SimpleNamespace(config=SimpleNamespace(decoder=\"bernoulli\"))  # all log_likelihood reads\n"
+                  "    return -(log_likelihood(bernoulli, x, recon_logits) - beta * package_gaussian_kl(mu, logvar)).mean()\n"),
+    # decoder is the bound method vae.decode_logits: its __self__ is the VAE
+    "sample_prior": "    return decoder.__self__.sample(num_samples, generator)\n",
+    "interpolate": "    return decoder.__self__.interpolate(x_start, x_end, steps)\n",
+    "train": ("    from torch.utils.data import DataLoader\n"
+              "    from coursekit.training import train as course_train\n\n"
+              "    def batch_loss(model, batch, noise):\n"
+              "        return loss_fn(model, batch)\n\n"
+              "    loader = DataLoader(images, batch_size=batch_size, shuffle=True, generator=generator)\n"
+              "    history = course_train(model, loader, batch_loss, epochs=steps, lr=lr, device=\"cpu\", max_steps=steps,\n"
+              "                           progress=False)\n"
+              "    return history.step_losses\n"),
+}
+for _part, _answer in CALLS_PACKAGE.items():
+    MISTAKES[_part]["calls_package"] = (solution_body(_part), _answer)
+# each part -> the part as the hidden tests name it in the feedback
+GUARDED_PARTS = {part: f"({label}) {part}" for label, part in zip("abcdef", ANSWER_OF.values())}
+
 # The mistakes that pass the visible test cell and its check: only the hidden tests see them.
 HIDDEN_ONLY = [
     ("reparameterize", "ignores_dtype"),
@@ -139,6 +199,8 @@ HIDDEN_ONLY = [
     ("sample_prior", "one_at_a_time"),
     ("interpolate", "detach_not_no_grad"),
     ("interpolate", "encodes_per_step"),
+    ("train", "ignores_lr"),
+    *((part, "calls_package") for part in ("reparameterize", "gaussian_kl", "elbo_loss", "train")),
 ]
 
 # The autograded submissions with one mistake each, and the score each should get. The last two got
@@ -150,6 +212,7 @@ BUGGY_SUBMISSIONS = {
     "buggy_endpoints": ("interpolate", "endpoints"),
     "buggy_ignores_dtype": ("reparameterize", "ignores_dtype"),
     "buggy_detach_not_no_grad": ("sample_prior", "detach_not_no_grad"),
+    "buggy_no_zero_grad": ("train", "no_zero_grad"),
 }
 BUGGY_SCORES = {
     student: {test: 0 if ANSWER_OF[test] == part else points for test, points in TEST_POINTS.items()}
@@ -270,6 +333,10 @@ def test_hidden_tests_catch_each_mistake(part, name, images):
     ("elbo_loss", "kl_over_batch", "with beta=1.0 expected"),
     ("elbo_loss", "ignores_beta", "with beta=4.0 expected"),
     ("interpolate", "ignores_steps", "with steps=5 expected 5 images"),
+    ("train", "eval_mode", "call model.train\\(\\) before the first step"),
+    ("train", "no_eval_after", "back in evaluation mode"),
+    ("train", "loss_tensors", "a list of 20 Python floats"),
+    ("train", "ignores_batch_size", "every batch should hold 5 images"),
 ])
 def test_visible_checks_explain_mistakes(part, name, message):
     namespace = answers_namespace(bug(part, name))
@@ -310,6 +377,9 @@ def test_visible_test_cells_catch_the_other_mistakes(part, name, notebook_global
     ("interpolate", "detach_not_no_grad", "encoder_mu or the decoder ran with gradients enabled"),
     ("interpolate", "encodes_per_step", "interpolate should encode x_start and x_end once each"),
     ("interpolate", "float64_weights", "the codes should be float32"),
+    ("train", "no_zero_grad", "a small VAE: the losses of the 5 steps should be"),
+    ("train", "optimizer_per_step", "a small VAE: the losses of the 5 steps should be"),
+    ("train", "ignores_lr", "a small VAE: the losses of the 5 steps should be"),
 ])
 def test_hidden_tests_explain_mistakes(part, name, message, images):
     """The new hidden checks name the mistake in the grader's feedback."""
@@ -317,6 +387,21 @@ def test_hidden_tests_explain_mistakes(part, name, message, images):
     namespace["images"] = images
     with pytest.raises(AssertionError, match=message):
         grading.run_cell_part(part_tests(part, grading.hidden_tests(SOURCE)), namespace, f"<ps2 {part} tests>")
+
+
+@pytest.mark.parametrize("part", list(GUARDED_PARTS))
+def test_hidden_tests_give_no_points_for_calling_the_package(part, images):
+    """An answer that hands its part to the package's implementation passes every numerical check; the
+    hidden tests fail it with UsesCourseImplementation (an AssertionError, so nbgrader scores the cell 0),
+    whose message names the part and says why."""
+    assert set(GUARDED_PARTS) == set(CALLS_PACKAGE)
+    namespace = answers_namespace(bug(part, "calls_package"))
+    namespace["images"] = images
+    with pytest.raises(UsesCourseImplementation) as caught:
+        grading.run_cell_part(part_tests(part, grading.hidden_tests(SOURCE)), namespace, f"<ps2 {part} tests>")
+    message = str(caught.value)
+    assert f"Part {GUARDED_PARTS[part]} calls `" in message, message
+    assert "no points" in message and "yourself" in message, message
 
 
 def test_self_check_table(capsys):
@@ -334,11 +419,11 @@ def test_self_check_table(capsys):
     namespace["elbo_loss"] = crashes
     namespace["sample_prior"] = not_done
     status = {part.label: status for part, status, _ in checks.run_checks(namespace)}
-    assert status == {"a": "pass", "b": "FAIL", "c": "FAIL", "d": "not attempted", "e": "not attempted"}
+    assert status == {"a": "pass", "b": "FAIL", "c": "FAIL", "d": "not attempted", "e": "not attempted", "f": "pass"}
     capsys.readouterr()
     checks.self_check(namespace)
     table = capsys.readouterr().out
-    for expected in ("RuntimeError: boom", "interpolate not defined", "NotImplementedError", "2 of 12", "do not average"):
+    for expected in ("RuntimeError: boom", "interpolate not defined", "NotImplementedError", "5 of 15", "do not average"):
         assert expected in table, f"{expected!r} missing from the table:\n{table}"
 
 

@@ -201,12 +201,51 @@ def check_interpolate(interpolate: Callable) -> None:
     )
 
 
+def check_train(train: Callable) -> None:
+    """Part (f): ``train(model, images, loss_fn, steps, lr, batch_size, generator)`` trains ``model`` in place,
+    in training mode, and returns the loss of every step as a list of Python floats."""
+    images = torch.rand(40, *IMAGE_SHAPE, generator=torch.Generator().manual_seed(9))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(10)
+        model = nn.Sequential(nn.Flatten(), nn.Linear(PIXELS, 2), nn.Linear(2, PIXELS), nn.Unflatten(1, IMAGE_SHAPE))
+    before = [parameter.detach().clone() for parameter in model.parameters()]
+    calls = []
+
+    def squared_error(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        calls.append((len(x), model.training))
+        return ((model(x) - x) ** 2).mean()
+
+    model.eval()
+    losses = train(model, images, squared_error, 20, lr=0.01, batch_size=5, generator=torch.Generator().manual_seed(11))
+    assert isinstance(losses, list) and len(losses) == 20 and all(isinstance(loss, float) for loss in losses), (
+        f"with steps=20, train should return a list of 20 Python floats, one loss per step (loss.item()), got "
+        f"{type(losses).__name__} {str(losses)[:120]}"
+    )
+    assert len(calls) == 20, f"with steps=20, loss_fn should be called 20 times, once per step, got {len(calls)}"
+    assert all(size == 5 for size, _ in calls), (
+        f"with batch_size=5 every batch should hold 5 images, got batches of {[size for size, _ in calls]}"
+    )
+    assert all(training for _, training in calls), (
+        "the model was in evaluation mode during training: call model.train() before the first step"
+    )
+    assert not model.training, "after the last step, put the model back in evaluation mode with model.eval()"
+    assert any(not torch.equal(parameter, old) for parameter, old in zip(model.parameters(), before)), (
+        "the parameters did not change: step the optimizer after loss.backward()"
+    )
+    first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
+    assert last < first, (
+        f"20 steps with lr=0.01 should lower the loss of this small model, got {first:.4f} -> {last:.4f}: make one "
+        "optimizer before the loop, and zero the gradients before each backward pass"
+    )
+
+
 PARTS = (
     Part("a", "reparameterize", 2, ("reparameterize",), check_reparameterize),
     Part("b", "gaussian_kl", 2, ("gaussian_kl",), check_gaussian_kl),
     Part("c", "elbo_loss", 3, ("elbo_loss",), check_elbo_loss),
     Part("d", "sample_prior", 2, ("sample_prior",), check_sample_prior),
     Part("e", "interpolate", 3, ("interpolate",), check_interpolate),
+    Part("f", "train", 3, ("train",), check_train),
 )
 
 
