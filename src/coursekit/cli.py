@@ -726,7 +726,8 @@ def grade(args) -> int:
                              student_pattern=args.student_pattern or DEFAULT_PATTERN, cell_timeout=args.cell_timeout,
                              wall_factor=args.wall_factor, memory_mb=args.memory_mb, output_limit=args.output_limit,
                              submission_timeout=args.submission_timeout, feedback=not args.no_feedback,
-                             csv_path=args.csv, db_url=args.db_url, landlock=not args.no_landlock)
+                             csv_path=args.csv, db_url=args.db_url, landlock=not args.no_landlock,
+                             cluster=args.cluster)
     except (GradingError, FileNotFoundError, ValueError) as error:
         print(f"coursekit grade: {error}", file=sys.stderr)
         return 2
@@ -1172,7 +1173,13 @@ def build_parser() -> argparse.ArgumentParser:
     grader.add_argument("--output-limit", type=int, default=100_000, help="characters one cell may print")
     grader.add_argument("--no-feedback", action="store_true", help="do not write feedback HTML")
     grader.add_argument("--csv", default=None, help="where to write the grades (default: grading/ASSIGNMENT/grades.csv)")
-    grader.add_argument("--db-url", default=None, help="nbgrader gradebook URL (default: the course's, SQLite)")
+    grader.add_argument("--db-url", default=None,
+                        help="nbgrader gradebook URL (default: the course's, SQLite), e.g. "
+                             "postgresql+psycopg2://grader@dbhost/course for a gradebook that several graders share")
+    grader.add_argument("--cluster", default=None, metavar="ADDRESS",
+                        help="run the notebooks as tasks on a dask.distributed cluster: a scheduler address "
+                             "(tcp://host:8786) or 'local' for a LocalCluster of --jobs workers; the scoring stays "
+                             "here (default: local processes, --jobs at a time)")
     grader.add_argument("--no-landlock", action="store_true",
                         help="do not restrict the students' file access with Linux Landlock")
 

@@ -8,7 +8,8 @@ that config, SQLite by default, or ``db_url``). For each student:
    zip; the originals are kept under ``grading/<assignment>/originals/<student>/``;
 2. **sanitise** (:mod:`coursekit.grading.sanitize`): repair what Colab and editing did to the
    notebook, then store it where nbgrader expects it, ``submitted/<student>/<assignment>/``;
-3. **run**, in its own process, ``jobs`` students at a time: ``nbgrader autograde`` in a throwaway
+3. **run**, in its own process, ``jobs`` students at a time (or as tasks on a dask.distributed cluster,
+   ``cluster``; see :class:`ClusterRunner`): ``nbgrader autograde`` in a throwaway
    course that holds this assignment's gradebook entries and this one submission, with the kernel
    sandboxed (:mod:`coursekit.grading.sandbox`): a CPU-time limit per cell (and a wall-clock limit
    several times longer, for cells that wait), memory and output limits, a scratch folder holding only
@@ -266,16 +267,228 @@ def _timeouts(executed: dict, cpu_limit: float, wall_limit: float) -> str:
     return "; ".join(reasons)
 
 
+@dataclass
+class RunJob:
+    """Everything one run of one student's notebooks needs, as plain data: it can be sent to another
+    process or machine (a dask worker), which then needs only coursekit and nbgrader, not the course."""
+
+    assignment: str
+    student: str
+    course_id: str
+    notebooks: dict[str, str]  # "<name>.ipynb" -> the sanitised submission's text
+    release_names: list[str]  # the release's notebook names (without .ipynb), in order
+    support: dict[str, bytes]  # the release's other files, by path relative to it
+    gradebook: bytes  # an SQLite gradebook holding only this assignment's entries
+    config_text: str  # the course's nbgrader_config.py
+    cpu_limit: float
+    wall_seconds: float
+    memory_mb: int
+    output_limit: int
+    submission_timeout: float
+    landlock: bool
+    protect: list[str]  # paths the kernel must not reach (the course, other runs)
+    work_root: str = ""  # where to make the run's folder ("": a per-machine folder under the temp dir)
+
+
+def _run_environment() -> dict[str, str]:
+    """The environment of the grading processes on this machine (see ENVIRONMENT), one compute thread each."""
+    environment = {k: v for k, v in os.environ.items() if k in ENVIRONMENT or k.startswith("JUPYTER")}
+    bin_dir = str(Path(sys.executable).parent)  # nbgrader, alembic and the kernel come from here
+    path = environment.get("PATH", "")
+    if bin_dir not in path.split(os.pathsep):
+        environment["PATH"] = os.pathsep.join([bin_dir, path]) if path else bin_dir
+    # One compute thread per kernel: the per-cell limit counts the kernel's CPU time, which extra threads
+    # would inflate (spinning while they wait for a core) on a busy machine. Parallelism comes from --jobs.
+    environment.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    return environment
+
+
+def _shared_work_root(assignment: str) -> Path:
+    """The folder of every run on this machine (a cluster worker's): one folder, so each run's kernel can be
+    kept out of all the others' (it is protected, the run's own scratch folder inside it is granted)."""
+    root = Path(tempfile.gettempdir()) / f"coursekit-grade-runs-{assignment}"
+    root.mkdir(mode=0o700, exist_ok=True)
+    return root
+
+
+def run_submission(job: RunJob) -> Attempt:
+    """Run one student's notebooks once with ``nbgrader autograde`` in a throwaway course with the sandboxed
+    kernel (step 3 of the module doc). Runs wherever it is called: in a thread of the grading process, or as a
+    task on a dask worker. A failure that may be the machine's comes back as ``Attempt.problem``."""
+    root = Path(job.work_root) if job.work_root else _shared_work_root(job.assignment)
+    protect = [*job.protect, str(root)]
+    here = Path(tempfile.mkdtemp(prefix="run-", dir=root))
+    scratch, throwaway = here / "sandbox", here / "course"
+    scratch.mkdir()
+    throwaway.mkdir()
+    (throwaway / "gradebook.db").write_bytes(job.gradebook)
+    submitted = throwaway / "submitted" / job.student / job.assignment
+    submitted.mkdir(parents=True)
+    for name, text in job.notebooks.items():
+        (submitted / name).write_text(text)
+    for relative, data in job.support.items():
+        (scratch / relative).parent.mkdir(parents=True, exist_ok=True)
+        (scratch / relative).write_bytes(data)
+    environment = _run_environment()
+    nbgrader = shutil.which("nbgrader", path=environment["PATH"]) or "nbgrader"
+    overrides = f"""
+
+# --- added by coursekit grade: this throwaway course, and the sandboxed kernel ---
+from coursekit.grading.workflow import _with_execute_replaced as _swap
+from coursekit.grading.nbgrader_ext import SandboxedExecute as _SandboxedExecute
+c.CourseDirectory.root = {str(throwaway)!r}
+c.CourseDirectory.db_url = {'sqlite:///' + str(throwaway / 'gradebook.db')!r}
+c.CourseDirectory.course_id = {job.course_id!r}
+c.CourseDirectory.source_directory = "no-source-here"
+c.Autograde.autograde_preprocessors = _swap(c, _SandboxedExecute)
+c.SandboxedExecute.sandbox_directory = {str(scratch)!r}
+c.SandboxedExecute.progress_file = {str(here / 'progress')!r}
+c.Execute.timeout = {int(math.ceil(job.wall_seconds))}
+c.SandboxedKernelManager.workdir = {str(scratch)!r}
+c.SandboxedKernelManager.memory_mb = {int(job.memory_mb)}
+c.SandboxedKernelManager.output_limit = {int(job.output_limit)}
+c.SandboxedKernelManager.cell_cpu_limit = {job.cpu_limit!r}
+c.SandboxedKernelManager.protect = {protect!r}
+c.SandboxedKernelManager.landlock = {bool(job.landlock)!r}
+c.SandboxedKernelManager.started_file = {str(here / 'kernels-started')!r}
+"""
+    (throwaway / "nbgrader_config.py").write_text(job.config_text + overrides)
+    result = Attempt()
+    start = time.perf_counter()
+    try:
+        process = subprocess.Popen([nbgrader, "autograde", job.assignment, "--student", job.student, "--force"],
+                                   cwd=throwaway, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                   text=True)
+        try:
+            output, _ = process.communicate(timeout=job.submission_timeout)
+        except subprocess.TimeoutExpired:
+            _kill_tree(process.pid)
+            output, _ = process.communicate()
+            result.problem = f"the whole notebook ran longer than {job.submission_timeout:g} s: stopped"
+        result.seconds = time.perf_counter() - start
+        result.log_tail = output[-4000:]
+        ran = throwaway / "autograded" / job.student / job.assignment
+        expected = [n for n in job.release_names if f"{n}.ipynb" in job.notebooks]
+        if not result.problem and (process.returncode != 0 or any(not (ran / f"{n}.ipynb").exists() for n in expected)):
+            where = ""
+            if (here / "progress").exists():  # the cell that was running when it stopped
+                index = int((here / "progress").read_text().split()[0])
+                name = next((n for n in expected if not (ran / f"{n}.ipynb").exists()), expected[0])
+                cells = nbformat.reads(job.notebooks[f"{name}.ipynb"], as_version=4).cells
+                if index < len(cells):
+                    grade_id = cells[index].metadata.get("nbgrader", {}).get("grade_id")
+                    where = f"cell {index + 1}" + (f" ({grade_id})" if grade_id else "")
+            result.problem = _failure_reason(output, where)
+        elif not result.problem:
+            if not (here / "kernels-started").exists():  # never score a notebook that ran outside the sandbox
+                raise GradingError("a notebook ran without coursekit's sandboxed kernel: nbgrader did not take "
+                                   f"the configuration; its log:\n{output[-2000:]}")
+            result.executed = {p.stem: nbformat.read(os.fspath(p), as_version=4) for p in ran.glob("*.ipynb")}
+            result.problem = _timeouts(result.executed, job.cpu_limit, job.wall_seconds)
+    except GradingError:
+        raise
+    except Exception as error:  # noqa: BLE001 (the grader's own failure: retried, then reported)
+        result.seconds = time.perf_counter() - start
+        result.problem = f"the grader failed while running it: {type(error).__name__}: {error}"
+    finally:
+        shutil.rmtree(here, ignore_errors=True)
+    return result
+
+
+def _check_sandbox(workdir: str, protect: list[str], config: str) -> str:
+    """Run the sandbox's self-check on this machine: "" if it holds, else the reason (used on cluster workers)."""
+    check = subprocess.run([sys.executable, "-m", "coursekit.grading.sandbox", "--workdir", workdir,
+                            *[a for p in protect for a in ("--protect", p)], "--check", config],
+                           env=_run_environment(), capture_output=True, text=True, timeout=300)
+    return "" if check.returncode == 0 else _last_line(check.stderr)
+
+
+class ClusterRunner:
+    """Runs the students' notebooks as tasks on a ``dask.distributed`` cluster (``coursekit grade --cluster``).
+
+    ``address`` is a scheduler address (``tcp://host:8786``) or ``"local"`` for a ``LocalCluster`` of
+    ``workers`` single-threaded worker processes on this machine. Each task is :func:`run_submission` on one
+    :class:`RunJob`; the workers send back the executed notebooks, and the scoring into the gradebook stays
+    with the grading process. A worker lost mid-batch is dask's to handle: the scheduler runs its tasks again
+    on the other workers (each student's run is independent and its result is kept once, by student, so a
+    rerun can neither lose nor double a grade); a task whose workers died ``allowed-failures`` times comes back
+    as a problem, and the student is run again alone, then marked needs review."""
+
+    def __init__(self, address: str, workers: int):
+        try:
+            from distributed import Client, LocalCluster
+        except ImportError:
+            raise GradingError("--cluster needs dask.distributed: pip install \"coursekit[cluster]\"") from None
+        self.cluster = None
+        if address == "local":
+            self.cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                        dashboard_address=None, memory_limit=0)
+            self.client = Client(self.cluster)
+        else:
+            try:
+                self.client = Client(address, timeout="30s")
+            except OSError as error:
+                raise GradingError(f"cannot reach the dask scheduler at {address}: {error}") from None
+        self.workers = len(self.client.scheduler_info()["workers"])
+        if self.workers == 0:
+            self.close()
+            raise GradingError(f"the dask cluster at {address} has no workers")
+
+    def check_sandbox(self, assignment: str, protect: list[str], config_text: str) -> None:
+        """The sandbox's self-check on every worker, before any student code runs there."""
+        def check() -> str:
+            root = _shared_work_root(assignment)
+            work = Path(tempfile.mkdtemp(prefix="check-", dir=root))
+            try:
+                (work / "nbgrader_config.py").write_text(config_text)
+                return _check_sandbox(str(work / "check"), [*protect, str(root)], str(work / "nbgrader_config.py"))
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+
+        failed = {w: r for w, r in self.client.run(check).items() if r}
+        if failed:
+            worker, reason = next(iter(failed.items()))
+            raise GradingError(f"the Landlock sandbox does not work on {len(failed)} cluster worker(s), e.g. "
+                               f"{worker} ({reason}); rerun with --no-landlock to grade without it")
+
+    def map(self, jobs: list[RunJob], on_result) -> dict[str, Attempt]:
+        """Run every job; ``on_result(student, attempt)`` as each finishes. One Attempt per student, always."""
+        from distributed import as_completed
+
+        futures = {self.client.submit(run_submission, job, pure=False,
+                                      key=f"grade-{job.assignment}-{job.student}-{os.urandom(4).hex()}"): job.student
+                   for job in jobs}
+        results: dict[str, Attempt] = {}
+        for future in as_completed(futures):
+            student = futures[future]
+            try:
+                attempt = future.result()
+            except GradingError:
+                raise
+            except Exception as error:  # noqa: BLE001 (KilledWorker, a lost connection: the machine's, not the student's)
+                attempt = Attempt(problem=f"the cluster could not run it: {type(error).__name__}: {error}")
+            results[student] = attempt
+            on_result(student, attempt)
+        return results
+
+    def close(self) -> None:
+        self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
+
+
 def grade(assignment: str, submissions: Path | str, course: Path | str = ".", *, jobs: int | None = None,
           student_pattern: str = DEFAULT_PATTERN, cell_timeout: float | None = None, wall_factor: float = 5.0,
           memory_mb: int = 4096, output_limit: int = 100_000, submission_timeout: float = 1800,
           image_budget: int = IMAGE_BUDGET, feedback: bool = True, csv_path: Path | str | None = None,
-          db_url: str | None = None, landlock: bool = True, log=print) -> Report:
+          db_url: str | None = None, landlock: bool = True, cluster: str | None = None, log=print) -> Report:
     """Grade every submission of ``assignment`` in ``submissions`` (a folder or zip); see the module doc.
 
     ``cell_timeout`` is the CPU time one cell may use (default: ``Execute.timeout`` of the course's
     config); a cell may also run ``wall_factor`` times that long by the clock (for cells that wait rather
-    than compute). ``image_budget`` caps the bytes of images kept in an executed notebook."""
+    than compute). ``image_budget`` caps the bytes of images kept in an executed notebook. ``cluster``: run the
+    notebooks as tasks on a dask.distributed cluster, a scheduler address or ``"local"`` for a LocalCluster of
+    ``jobs`` workers (see :class:`ClusterRunner`); ``jobs`` is then the cluster's number of workers."""
     from nbgrader.api import Gradebook, MissingEntry
     from nbgrader.apps import NbGraderAPI
     from nbgrader.coursedir import CourseDirectory
@@ -353,7 +566,8 @@ def grade(assignment: str, submissions: Path | str, course: Path | str = ".", *,
         for name, text in texts.items():
             (target / name).write_text(text)
 
-    # 3. run the notebooks, `jobs` students at a time, each in its own throwaway course
+    # 3. run the notebooks, `jobs` students at a time (or as tasks on a dask cluster), each in its own
+    # throwaway course
     ready = [o for o in outcomes.values() if o.status == "pending"]
     tmp_root = Path(tempfile.mkdtemp(prefix=f"coursekit-grade-{assignment}-"))
     template = tmp_root / "gradebook.db"
@@ -362,117 +576,64 @@ def grade(assignment: str, submissions: Path | str, course: Path | str = ".", *,
     protect = [str(course), str(tmp_root)]
     if db_url.startswith("sqlite:///"):
         protect.append(db_url[len("sqlite:///"):])
-    environment = {k: v for k, v in os.environ.items() if k in ENVIRONMENT or k.startswith("JUPYTER")}
-    # One compute thread per kernel: the per-cell limit counts the kernel's CPU time, which extra threads
-    # would inflate (spinning while they wait for a core) on a busy machine. Parallelism comes from --jobs.
-    environment.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
-    nbgrader = shutil.which("nbgrader", path=environment["PATH"]) or "nbgrader"
     cpu_limit = float(cell_timeout or config.Execute.get("timeout") or config.ExecutePreprocessor.get("timeout") or 120)
     wall_limit = cpu_limit * wall_factor
+    support = {str(p.relative_to(release)): p.read_bytes() for p in sorted(release.rglob("*"))
+               if p.is_file() and p.suffix != ".ipynb" and ".ipynb_checkpoints" not in p.parts}
+    gradebook_bytes = template.read_bytes()
 
-    if landlock and landlock_abi() >= 1:  # before any student code runs: does the sandbox hold here?
-        check = subprocess.run([sys.executable, "-m", "coursekit.grading.sandbox", "--workdir", str(tmp_root / "check"),
-                                *[a for p in protect for a in ("--protect", p)], "--check", str(course / "nbgrader_config.py")],
-                               env=environment, capture_output=True, text=True, timeout=300)
-        if check.returncode != 0:
-            shutil.rmtree(tmp_root, ignore_errors=True)
-            raise GradingError(f"the Landlock sandbox does not work on this machine ({_last_line(check.stderr)}); "
-                               "rerun with --no-landlock to grade without it")
-
-    def attempt(student: str, wall_seconds: float) -> Attempt:
-        """Run ``student``'s submission once with nbgrader in a throwaway course and the sandboxed kernel."""
-        here = Path(tempfile.mkdtemp(prefix="run-", dir=tmp_root))
-        scratch, throwaway = here / "sandbox", here / "course"
-        scratch.mkdir()
-        throwaway.mkdir()
-        shutil.copy(template, throwaway / "gradebook.db")
+    def job(student: str, wall_seconds: float) -> RunJob:
         submitted = Path(coursedir.format_path(coursedir.submitted_directory, student, assignment))
-        shutil.copytree(submitted, throwaway / "submitted" / student / assignment)
-        for support in release.rglob("*"):
-            if support.is_file() and support.suffix != ".ipynb" and ".ipynb_checkpoints" not in support.parts:
-                (scratch / support.relative_to(release)).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy(support, scratch / support.relative_to(release))
-        overrides = f"""
+        return RunJob(assignment=assignment, student=student, course_id=course_id,
+                      notebooks={p.name: p.read_text() for p in sorted(submitted.glob("*.ipynb"))},
+                      release_names=list(release_notebooks), support=support, gradebook=gradebook_bytes,
+                      config_text=config_text, cpu_limit=cpu_limit, wall_seconds=wall_seconds, memory_mb=memory_mb,
+                      output_limit=output_limit, submission_timeout=submission_timeout, landlock=landlock,
+                      protect=protect, work_root="" if runner else str(tmp_root))
 
-# --- added by coursekit grade: this throwaway course, and the sandboxed kernel ---
-from coursekit.grading.workflow import _with_execute_replaced as _swap
-from coursekit.grading.nbgrader_ext import SandboxedExecute as _SandboxedExecute
-c.CourseDirectory.root = {str(throwaway)!r}
-c.CourseDirectory.db_url = {'sqlite:///' + str(throwaway / 'gradebook.db')!r}
-c.CourseDirectory.course_id = {course_id!r}
-c.CourseDirectory.source_directory = "no-source-here"
-c.Autograde.autograde_preprocessors = _swap(c, _SandboxedExecute)
-c.SandboxedExecute.sandbox_directory = {str(scratch)!r}
-c.SandboxedExecute.progress_file = {str(here / 'progress')!r}
-c.Execute.timeout = {int(math.ceil(wall_seconds))}
-c.SandboxedKernelManager.workdir = {str(scratch)!r}
-c.SandboxedKernelManager.memory_mb = {int(memory_mb)}
-c.SandboxedKernelManager.output_limit = {int(output_limit)}
-c.SandboxedKernelManager.cell_cpu_limit = {cpu_limit!r}
-c.SandboxedKernelManager.protect = {protect!r}
-c.SandboxedKernelManager.landlock = {bool(landlock)!r}
-c.SandboxedKernelManager.started_file = {str(here / 'kernels-started')!r}
-"""
-        (throwaway / "nbgrader_config.py").write_text(config_text + overrides)
-        result = Attempt()
-        start = time.perf_counter()
-        try:
-            process = subprocess.Popen([nbgrader, "autograde", assignment, "--student", student, "--force"],
-                                       cwd=throwaway, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                       text=True)
-            try:
-                output, _ = process.communicate(timeout=submission_timeout)
-            except subprocess.TimeoutExpired:
-                _kill_tree(process.pid)
-                output, _ = process.communicate()
-                result.problem = f"the whole notebook ran longer than {submission_timeout:g} s: stopped"
-            result.seconds = time.perf_counter() - start
-            result.log_tail = output[-4000:]
-            ran = throwaway / "autograded" / student / assignment
-            expected = [n for n in release_notebooks if (submitted / f"{n}.ipynb").exists()]
-            if not result.problem and (process.returncode != 0 or any(not (ran / f"{n}.ipynb").exists() for n in expected)):
-                where = ""
-                if (here / "progress").exists():  # the cell that was running when it stopped
-                    index = int((here / "progress").read_text().split()[0])
-                    name = next((n for n in expected if not (ran / f"{n}.ipynb").exists()), expected[0])
-                    cells = nbformat.read(os.fspath(submitted / f"{name}.ipynb"), as_version=4).cells
-                    if index < len(cells):
-                        grade_id = cells[index].metadata.get("nbgrader", {}).get("grade_id")
-                        where = f"cell {index + 1}" + (f" ({grade_id})" if grade_id else "")
-                result.problem = _failure_reason(output, where)
-            elif not result.problem:
-                if not (here / "kernels-started").exists():  # never score a notebook that ran outside the sandbox
-                    raise GradingError("a notebook ran without coursekit's sandboxed kernel: nbgrader did not take "
-                                       f"the configuration; its log:\n{output[-2000:]}")
-                result.executed = {p.stem: nbformat.read(os.fspath(p), as_version=4) for p in ran.glob("*.ipynb")}
-                result.problem = _timeouts(result.executed, cpu_limit, wall_seconds)
-        except GradingError:
-            raise
-        except Exception as error:  # noqa: BLE001 (the grader's own failure: retried, then reported)
-            result.seconds = time.perf_counter() - start
-            result.problem = f"the grader failed while running it: {type(error).__name__}: {error}"
-        finally:
-            shutil.rmtree(here, ignore_errors=True)
-        return result
-
-    def first_run(outcome: Outcome) -> Attempt:
-        result = attempt(outcome.student, wall_limit)
-        log(f"  ran {outcome.student}: {'to run again alone: ' + result.problem if result.problem else 'done'} "
+    def logged(student: str, result: Attempt) -> None:
+        log(f"  ran {student}: {'to run again alone: ' + result.problem if result.problem else 'done'} "
             f"in {result.seconds:.1f} s")
-        return result
 
-    log(f"running {len(ready)} submissions of {assignment}, {jobs} at a time")
+    runner = None
     start = time.perf_counter()
     try:
-        with ThreadPoolExecutor(max_workers=jobs) as pool:
-            attempts = dict(zip([o.student for o in ready], pool.map(first_run, ready)))
+        if cluster:
+            runner = ClusterRunner(cluster, jobs)
+            jobs = runner.workers
+        if landlock and landlock_abi() >= 1:  # before any student code runs: does the sandbox hold here?
+            reason = _check_sandbox(str(tmp_root / "check"), protect, str(course / "nbgrader_config.py"))
+            if reason:
+                raise GradingError(f"the Landlock sandbox does not work on this machine ({reason}); "
+                                   "rerun with --no-landlock to grade without it")
+            if runner:
+                runner.check_sandbox(assignment, protect, config_text)
+        where = f"on the dask cluster {cluster} ({jobs} workers)" if runner else f"{jobs} at a time"
+        log(f"running {len(ready)} submissions of {assignment}, {where}")
+        start = time.perf_counter()
+
+        def run_alone(student: str, wall_seconds: float) -> Attempt:
+            if runner:
+                return runner.map([job(student, wall_seconds)], lambda *_: None)[student]
+            return run_submission(job(student, wall_seconds))
+
+        if runner:
+            attempts = runner.map([job(o.student, wall_limit) for o in ready], logged)
+        else:
+            def first_run(outcome: Outcome) -> Attempt:
+                result = run_submission(job(outcome.student, wall_limit))
+                logged(outcome.student, result)
+                return result
+
+            with ThreadPoolExecutor(max_workers=jobs) as pool:
+                attempts = dict(zip([o.student for o in ready], pool.map(first_run, ready)))
         # what hit a limit or failed in a way the machine may have caused runs again, alone this time
         for outcome in ready:
             first = attempts[outcome.student]
             if not first.problem:
                 continue
             log(f"  running {outcome.student} again, alone ({first.problem})")
-            second = attempt(outcome.student, 2 * wall_limit)
+            second = run_alone(outcome.student, 2 * wall_limit)
             second.seconds += first.seconds
             attempts[outcome.student] = second
             if second.problem:
@@ -482,6 +643,8 @@ c.SandboxedKernelManager.started_file = {str(here / 'kernels-started')!r}
                 outcome.notes.append(f"run again alone after the first run's problem ({first.problem}): "
                                      "this time it ran normally")
     finally:
+        if runner:
+            runner.close()
         shutil.rmtree(tmp_root, ignore_errors=True)
     run_seconds = time.perf_counter() - start
     for outcome in ready:
