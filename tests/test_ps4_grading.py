@@ -17,6 +17,7 @@ The notebook's sampling demos need the shipped checkpoints ``ddpm-eps``, ``ddpm`
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import nbformat
@@ -234,9 +235,16 @@ def test_visible_checks_pass_for_reference_answers():
 
 
 def test_hidden_tests_pass_for_reference_answers():
+    """And quietly: nbgrader scores a test cell 0 when it writes anything to stderr, a warning included
+    (scipy's sqrtm warns about the singular covariances of part (f)'s hidden tests, which silence it)."""
     namespace = answers_namespace()
     for grade_id, hidden in grading.hidden_tests(SOURCE).items():
-        run_cell_part(hidden, namespace, f"<ps4 {grade_id}>")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            run_cell_part(hidden, namespace, f"<ps4 {grade_id}>")
+        shown = [f"{w.category.__name__}: {w.message}" for w in caught
+                 if not issubclass(w.category, (DeprecationWarning, PendingDeprecationWarning))]
+        assert not shown, f"{grade_id}: the hidden tests of the reference answer warn, which would cost its points: {shown}"
 
 
 @pytest.mark.parametrize(("part", "name"), [(part, name) for part, mistakes in MISTAKES.items() for name in mistakes])
