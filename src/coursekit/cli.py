@@ -17,6 +17,12 @@
 
 Every ``train`` writes ``config.json`` + ``model.safetensors`` and a ``training.json`` record with
 the command, the data, the device, the time taken and the held-out metrics.
+
+``train ddpm`` and ``train autoencoder`` also run data-parallel, with the same options and checkpoint, under
+
+    accelerate launch --multi_gpu --num_processes 2 -m coursekit.cli train ddpm --out DIR
+
+where ``--batch-size`` stays the global batch; the record adds a ``distributed`` entry (see coursekit.training).
 """
 
 from __future__ import annotations
@@ -61,7 +67,34 @@ def _record(args, model, history, dataset, metrics: dict) -> dict:
         "python": platform.python_version(),
         "date": datetime.date.today().isoformat(),
         "metrics": metrics,
+        **({"distributed": history.distributed} if getattr(history, "distributed", None) else {}),
     }
+
+
+# Subcommands that train data-parallel under `accelerate launch` with several processes: their loss goes through
+# the model's forward and averages over examples. The others are refused (see _refuse_several_processes).
+DISTRIBUTED_MODELS = ("ddpm", "autoencoder")
+
+
+def _refuse_several_processes(args) -> None:
+    """Under ``accelerate launch`` with N > 1 processes: refuse a subcommand that cannot train data-parallel,
+    and a ``--batch-size`` (the global batch) that N does not divide."""
+    from coursekit.training import world_size
+
+    world = world_size()
+    if world == 1:
+        return
+    if args.model not in DISTRIBUTED_MODELS:
+        why = {"dcgan": "its loop alternates two optimizers", "wgan-gp": "its loop alternates two optimizers",
+               "vae": "its loss calls encode and decode, not the model's forward",
+               "clip": "its contrastive loss would see only each process's share of the batch as negatives",
+               "latent-autoencoder": "its loss calls encode and decode, not the model's forward"}.get(
+                   args.model, "it has not been checked under DistributedDataParallel")
+        raise SystemExit(f"coursekit train {args.model} runs in one process only ({why}); under accelerate launch "
+                         f"with {world} processes, train one of: {', '.join(DISTRIBUTED_MODELS)}")
+    if args.batch_size % world:
+        raise SystemExit(f"--batch-size {args.batch_size} is the global batch and must divide among the {world} "
+                         f"processes (each takes --batch-size / {world}); give a multiple of {world}")
 
 
 def _train_split(args):
@@ -149,15 +182,18 @@ def train_autoencoder(args) -> dict:
     from coursekit.data import make_loader
     from coursekit.models.autoencoder import (Autoencoder, AutoencoderConfig, corrupt, reconstruction_error,
                                               reconstruction_loss)
-    from coursekit.training import train
+    from coursekit.training import train, training_device
 
     train_set, test_set = _train_split(args), _data(args, "test")
     torch.manual_seed(args.seed)
     model = Autoencoder(AutoencoderConfig(latent_dim=args.latent_dim, noise_std=args.noise_std))
-    device = torch.device(args.device) if args.device else get_device()
+    device = training_device(args.device)
     history = train(model, make_loader(train_set, args.batch_size, generator=torch.Generator().manual_seed(args.seed)),
                     reconstruction_loss, epochs=args.epochs, lr=args.lr, device=device, amp=args.amp,
-                    generator=torch.Generator(device=device).manual_seed(args.seed), progress=not args.quiet)
+                    generator=torch.Generator(device=device).manual_seed(args.seed), progress=not args.quiet,
+                    max_steps=args.max_steps)
+    if not history.main_process:
+        return {}  # under accelerate launch the first process evaluates and writes the checkpoint
     model.cpu().eval()
     errors = reconstruction_error(model, test_set.images)
     metrics: dict = {"test_mse": float(errors.mean()), "test_images": len(test_set)}
@@ -172,7 +208,9 @@ def train_autoencoder(args) -> dict:
         metrics["held_out_digit"] = args.exclude_digit
         metrics["held_out_digit_mse"] = float(errors[is_anomaly].mean())
         metrics["anomaly_auc"] = float(roc_auc_score(is_anomaly.numpy(), errors.numpy()))
-    metrics["evaluation"] = evaluate_model_samples(model, 1000, args.seed, SAMPLING_OF["autoencoder"] + f", seed {args.seed}")
+    if args.eval_samples:
+        metrics["evaluation"] = evaluate_model_samples(model, args.eval_samples, args.seed,
+                                                       SAMPLING_OF["autoencoder"] + f", seed {args.seed}")
     save_checkpoint(model, args.out, _record(args, model, history, train_set, metrics))
     return metrics
 
@@ -532,7 +570,7 @@ def train_ddpm(args) -> dict:
     from coursekit.checkpoint import save_checkpoint
     from coursekit.data import make_loader
     from coursekit.diffusion import DiffusionConfig, DiffusionModel, diffusion_loss
-    from coursekit.training import train
+    from coursekit.training import train, training_device
 
     train_set = _data(args, "train", scale="symmetric")
     torch.manual_seed(args.seed)
@@ -542,7 +580,7 @@ def train_ddpm(args) -> dict:
         raise SystemExit("--cond-drop needs --num-classes or --text-clip (condition dropout of a conditional model)")
     if args.eval_guidance_scales and not (args.num_classes or args.text_clip):
         raise SystemExit("--eval-guidance-scales needs --num-classes or --text-clip")
-    device = torch.device(args.device) if args.device else get_device()
+    device = training_device(args.device)
     clip = None
     if args.text_clip:
         from coursekit.checkpoint import load_checkpoint
@@ -578,6 +616,8 @@ def train_ddpm(args) -> dict:
                     lr_schedule=lambda opt: torch.optim.lr_scheduler.LambdaLR(
                         opt, lambda step: min(1.0, (step + 1) / warmup) * max(0.05, 1 - step / total)),
                     on_step=ema.update, max_steps=args.max_steps)
+    if not history.main_process:
+        return {}  # under accelerate launch the first process evaluates and writes the checkpoint
     model = ema.model.to(device).eval()
     metrics: dict = {"ema_decay": args.ema_decay, "ema_decay_reached": round(ema.reached, 6),
                      "ema_warmup": "decay at step s = min(ema_decay, (1 + s) / (10 + s))", "eval_samples": args.eval_samples, "sampling_device": str(device)}
@@ -997,7 +1037,9 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--out", required=True, help="checkpoint folder to write")
         sub.add_argument("--epochs", type=int, default=defaults["epochs"])
         sub.add_argument("--lr", type=float, default=defaults["lr"])
-        sub.add_argument("--batch-size", type=int, default=defaults["batch_size"])
+        sub.add_argument("--batch-size", type=int, default=defaults["batch_size"],
+                         help="the global batch: under accelerate launch with N processes each process takes "
+                              "--batch-size / N examples of every batch (N must divide it)")
         sub.add_argument("--seed", type=int, default=0)
         sub.add_argument("--data", choices=["auto", "bundled", "torchvision"], default="bundled",
                          help="MNIST source (default: the bundled 4,000-digit train split, as the shipped checkpoints)")
@@ -1013,7 +1055,9 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--latent-dim", type=int, default=16)
             sub.add_argument("--exclude-digit", type=int, default=None, help="leave one digit out (anomaly detection)")
         if name in ("autoencoder", "vae", "ddpm"):
-            sub.add_argument("--amp", action="store_true", help="mixed precision on a GPU")
+            sub.add_argument("--amp", action="store_true",
+                             help="mixed precision on a GPU: bfloat16 where the GPU has it, else float16 with loss "
+                                  "scaling; under accelerate launch its --mixed_precision, if given, wins")
         if name == "ddpm":
             sub.add_argument("--base-channels", type=int, default=16)
             sub.add_argument("--channel-mults", type=int, nargs="+", default=[1, 2, 2])
@@ -1075,6 +1119,9 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--grid", default=None, help="also write the last fixed-noise grid to this PNG")
         if name == "autoencoder":
             sub.add_argument("--noise-std", type=float, default=0.0, help="> 0 trains a denoising autoencoder")
+            sub.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps (smoke tests)")
+            sub.add_argument("--eval-samples", type=int, default=1000,
+                             help="samples from random codes scored by FID/KID beside the floor (0: skip)")
         if name == "latent-autoencoder":
             sub.add_argument("--block-out-channels", type=int, nargs="+", default=[16, 32, 64],
                              help="one width per block; all but the last halve the resolution (3 blocks: 32 -> 8)")
@@ -1192,13 +1239,17 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = argv
     if args.command == "train":
+        from coursekit.training import is_main_process
+
+        _refuse_several_processes(args)
         start = time.perf_counter()
         metrics = {"classifier": train_classifier, "robust-classifier": train_robust_classifier,
                    "autoencoder": train_autoencoder, "vae": train_vae,
                    "ddpm": train_ddpm, "noisy-classifier": train_noisy_classifier, "clip": train_clip, "dcgan": train_gan_command, "wgan-gp": train_gan_command,
                    "latent-autoencoder": train_latent_autoencoder, "latent-diffusion": train_latent_diffusion}[args.model](args)
-        print(json.dumps(metrics, indent=2))
-        print(f"wrote {args.out} in {time.perf_counter() - start:.0f} s")
+        if is_main_process():
+            print(json.dumps(metrics, indent=2))
+            print(f"wrote {args.out} in {time.perf_counter() - start:.0f} s")
     elif args.command == "sample":
         sample(args)
     elif args.command == "evaluate":
