@@ -103,3 +103,21 @@ def test_bad_arguments_say_what_was_expected():
     with pytest.raises(ValueError, match="at least one implementation"):
         with own_work("(x)"):
             pass
+
+
+def test_a_dataclass_is_watched_through_its_own_generated_methods_only():
+    import dataclasses
+
+    @dataclasses.dataclass
+    class Package:  # stands for a course dataclass such as a schedule
+        beta: float
+
+    @dataclasses.dataclass
+    class Students:  # any other dataclass, built by the answer
+        beta: float
+
+    with own_work("(a) the schedule", Package):
+        Students(0.1)  # runs a generated __init__ too, at the same '<string>' position
+    with pytest.raises(UsesCourseImplementation, match="Package"):
+        with own_work("(a) the schedule", Package):
+            Package(0.1)
