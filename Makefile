@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # The torch build these machines install from local disk; Colab brings its own torch.
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup book test exercises clean
+.PHONY: setup browser book test exercises clean
 
 setup: $(VENV)/.installed
 
@@ -19,12 +19,20 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (coursekit)" > /dev/null
 	touch $@
 
+# tests/test_browser.py drives Debian's headless Chromium (/usr/bin/chromium); it never downloads a browser.
+# CI runs as root on Debian; elsewhere install the two packages yourself or the test is skipped.
+browser:
+	@if [ ! -x /usr/bin/chromium ]; then \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -q && apt-get install -y -q chromium chromium-driver; \
+		else echo "no /usr/bin/chromium: run 'sudo apt-get install chromium chromium-driver' for tests/test_browser.py"; fi; \
+	fi
+
 book: setup
 	$(BIN)/jupyter-book build . -W --keep-going
 
 # The suite runs on every core (pytest-xdist), one test file per worker at a time, so that a file's
 # module-level fixtures (a throwaway course, a graded batch) are built once. PYTEST_ARGS adds options.
-test: setup
+test: setup browser
 	$(BIN)/python -m pytest -ra -n auto --dist loadfile --durations=25 $(PYTEST_ARGS)
 
 # Regenerate the student versions in exercises/ from solutions/ (never edit exercises/ by hand).
