@@ -6,6 +6,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+import nbformat
 import yaml
 from packaging.requirements import Requirement
 
@@ -101,3 +102,15 @@ def test_wheel_ships_every_checkpoint(tmp_path):
     assert any(file.endswith("/model.safetensors") for file in files)
     missing = [file for file in files if f"coursekit/checkpoints/{file}" not in names]
     assert not missing, f"not in the wheel (add a glob to [tool.setuptools.package-data]): {missing}"
+
+
+def test_every_chapter_with_an_exercise_set_links_it_in_colab():
+    """Chapters 1-6 each name their exercise set; the name must come with a Colab link to the release."""
+    url = CONFIG["repository"]["url"].removeprefix("https://github.com/")
+    for number in range(1, 7):
+        chapter = next((ROOT / "book").glob(f"0{number}_*.ipynb"))
+        text = "\n".join(cell.source for cell in nbformat.read(chapter, as_version=4).cells if cell.cell_type == "markdown")
+        links = re.findall(r"colab\.research\.google\.com/github/([^)\s]+)", text)
+        wanted = f"{url}/blob/main/exercises/ps{number}/ps{number}.ipynb"
+        assert wanted in links, f"{chapter.name} does not link exercise set ps{number} in Colab"
+        assert (ROOT / "exercises" / f"ps{number}" / f"ps{number}.ipynb").is_file()
