@@ -1,10 +1,74 @@
-"""Image grids and side-by-side comparisons for the chapters."""
+"""The course's figure style, image grids and side-by-side comparisons for the chapters.
+
+The book's text column is 820 CSS px wide on a 1366 px screen and about 360 px on a phone. A figure
+drawn ``FIGURE_WIDTH`` inches wide at ``FIGURE_DPI`` is 640 px: on a desktop it is shown at its own
+size, so 11-point text is 15 px high, and on a phone it shrinks by about 0.56, to 8.5 px. Anything
+wider than ``MAX_FIGURE_WIDTH`` (800 px) would be shrunk on a desktop too, so the helpers here never
+draw wider, and ``use_course_style`` makes the notebook send PNGs at twice the resolution ("retina"),
+so a reader who zooms on a phone sees sharp text.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
+
+FIGURE_WIDTH = 6.4  # inches: the default width of a course figure (640 CSS px)
+MAX_FIGURE_WIDTH = 8.0  # inches: 800 CSS px, just inside the book's 820 px column at 1366 px
+FIGURE_DPI = 100  # CSS pixels per inch; retina PNGs hold twice as many
+COURSE_STYLE = {
+    "figure.dpi": FIGURE_DPI,
+    "figure.figsize": (FIGURE_WIDTH, 3.6),
+    "figure.facecolor": "white",
+    "savefig.facecolor": "white",
+    "font.size": 11,
+    "axes.titlesize": 12,
+    "axes.labelsize": 11,
+    "xtick.labelsize": 10,
+    "ytick.labelsize": 10,
+    "legend.fontsize": 10,
+    "legend.title_fontsize": 10,
+    "figure.titlesize": 12,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": False,
+    "lines.linewidth": 1.8,
+    "image.cmap": "gray",
+}
+
+
+def use_course_style(retina: bool = True) -> dict:
+    """Apply the course's figure style (``COURSE_STYLE``) and, in a notebook, retina PNG output.
+
+    Call it once at the top of a chapter, after the imports. Returns the rcParams it set."""
+    import matplotlib as mpl
+    import matplotlib.pyplot as plt  # noqa: F401  (importing pyplot activates the notebook backend first)
+
+    mpl.rcParams.update(COURSE_STYLE)
+    if retina and _in_notebook():
+        from matplotlib_inline.backend_inline import set_matplotlib_formats
+
+        set_matplotlib_formats("retina")
+    return dict(COURSE_STYLE)
+
+
+def _in_notebook() -> bool:
+    """True inside an IPython kernel (Jupyter, Colab, the book build), where figures are sent as PNGs."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and getattr(shell, "kernel", None) is not None
+
+
+def fit_width(width: float, height: float, max_width: float = MAX_FIGURE_WIDTH) -> tuple[float, float]:
+    """A figure size (inches) no wider than ``max_width``, scaled down with its aspect ratio kept."""
+    if width <= 0 or height <= 0:
+        raise ValueError(f"expected a positive figure size in inches, got ({width}, {height})")
+    scale = min(1.0, max_width / width)
+    return width * scale, height * scale
 
 
 def to_unit(images: torch.Tensor) -> torch.Tensor:
@@ -30,7 +94,7 @@ def show_images(images: torch.Tensor, nrow: int = 8, title: str | None = None, a
     grid = make_grid(images, nrow)
     if ax is None:
         rows = (len(images) + nrow - 1) // nrow
-        _, ax = plt.subplots(figsize=(max(2.0, size * nrow), max(1.0, size * rows)))
+        _, ax = plt.subplots(figsize=fit_width(max(2.0, size * nrow), max(1.0, size * rows)))
     ax.imshow(grid.squeeze(-1) if grid.shape[-1] == 1 else grid, cmap="gray", vmin=0, vmax=1)
     ax.set_axis_off()
     if title:
@@ -43,7 +107,7 @@ def side_by_side(rows: dict[str, torch.Tensor], size: float = 0.8):
     import matplotlib.pyplot as plt
 
     count = max(len(images) for images in rows.values())
-    fig, axes = plt.subplots(len(rows), count, figsize=(size * count + 1.2, size * len(rows)), squeeze=False)
+    fig, axes = plt.subplots(len(rows), count, figsize=fit_width(size * count + 1.2, size * len(rows)), squeeze=False)
     for axes_row, (label, images) in zip(axes, rows.items()):
         images = to_unit(images)
         for column, ax in enumerate(axes_row):
@@ -54,7 +118,7 @@ def side_by_side(rows: dict[str, torch.Tensor], size: float = 0.8):
             if column < len(images):
                 picture = images[column].permute(1, 2, 0)
                 ax.imshow(picture.squeeze(-1) if picture.shape[-1] == 1 else picture, cmap="gray", vmin=0, vmax=1)
-        axes_row[0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
+        axes_row[0].set_ylabel(label, rotation=0, ha="right", va="center")
     fig.subplots_adjust(wspace=0.05, hspace=0.05)
     return fig
 
