@@ -114,3 +114,109 @@ def test_every_chapter_with_an_exercise_set_links_it_in_colab():
         wanted = f"{url}/blob/main/exercises/ps{number}/ps{number}.ipynb"
         assert wanted in links, f"{chapter.name} does not link exercise set ps{number} in Colab"
         assert (ROOT / "exercises" / f"ps{number}" / f"ps{number}.ipynb").is_file()
+
+
+def _colab_links(text: str) -> list[str]:
+    return re.findall(r"colab\.research\.google\.com/github/([^)\s]+)", text)
+
+
+def test_home_page_links_every_chapter_and_exercise_set_in_colab():
+    """book/index.md lists the chapters and every exercise set under exercises/, each with its Colab link."""
+    url = CONFIG["repository"]["url"].removeprefix("https://github.com/")
+    home = (ROOT / "book" / "index.md").read_text()
+    links = _colab_links(home)
+    sets = sorted(path.relative_to(ROOT).as_posix() for path in (ROOT / "exercises").glob("ps*/ps*.ipynb")
+                  if path.stem == path.parent.name)
+    assert len(sets) >= 6, sets
+    for release in sets:
+        assert f"{url}/blob/main/{release}" in links, f"the home page does not link {release} in Colab"
+    for chapter in sorted((ROOT / "book").glob("0*.ipynb")):
+        assert f"{url}/blob/main/book/{chapter.name}" in links, f"the home page does not link {chapter.name} in Colab"
+        assert f"<{chapter.stem}>`" in home, f"the home page does not link {chapter.name} in the book"
+    for link in links:
+        owner_repo, _, path = link.partition("/blob/main/")
+        assert owner_repo == url and (ROOT / path).is_file(), link
+
+
+def _bash_lines(markdown: str) -> list[str]:
+    """The command lines of a markdown text's ```bash blocks, each without its comment and extra spaces."""
+    lines = []
+    for block in re.findall(r"```bash\n(.*?)```", markdown, re.S):
+        for line in block.splitlines():
+            command = " ".join(line.split("#", 1)[0].split()) if not line.lstrip().startswith("#") else ""
+            if command:
+                lines.append(command)
+    return lines
+
+
+def test_instructor_guide_shows_the_instructor_commands():
+    """The guide holds the set-up and grading commands itself (not a pointer to the README), and they are real."""
+    import subprocess
+    import sys
+
+    readme = (ROOT / "README.md").read_text()
+    guide = (ROOT / "book" / "instructor_guide.md").read_text()
+    assert "README" not in guide.replace("README.txt", ""), "the guide sends readers to the README"
+    quick_start = readme.split("## Instructor quick start", 1)[1]
+    readme_commands = _bash_lines(quick_start)
+    readme_commands += [line for line in _bash_lines(readme) if line.startswith("coursekit grade")]
+    guide_commands = _bash_lines(guide)
+    assert readme_commands and "coursekit grade ps1 ~/Downloads/ps1-submissions.zip" in readme_commands
+    missing = [command for command in readme_commands if command not in guide_commands]
+    assert missing == [], f"the README gives instructors these commands and the guide does not: {missing}"
+    for command in ("make exercises", "nbgrader generate_assignment ps1 --force", "nbgrader export --to grades-final.csv"):
+        assert command in guide_commands, command
+    # every make target the guide runs exists, and every option of `coursekit grade` it shows is real
+    makefile = (ROOT / "Makefile").read_text()
+    for target in re.findall(r"\bmake (\w+)", "\n".join(guide_commands)):
+        assert re.search(rf"^{target}:", makefile, re.M), f"no make target {target}"
+    grade_help = subprocess.run([sys.executable, "-m", "coursekit.cli", "grade", "--help"], capture_output=True,
+                                text=True, check=True).stdout
+    shown = set(re.findall(r"(--[a-z][a-z-]*)", "\n".join(c for c in guide_commands if c.startswith("coursekit grade"))))
+    shown |= set(re.findall(r"^\| `(--[a-z][a-z-]*)", guide, re.M))  # the options table
+    assert shown and not [option for option in shown if option not in grade_help], shown
+    url = CONFIG["repository"]["url"]
+    assert f"git clone {url}" in guide
+    for number in range(1, 7):
+        wanted = f"{url.removeprefix('https://github.com/')}/blob/main/exercises/ps{number}/ps{number}.ipynb"
+        assert wanted in _colab_links(guide), f"the guide does not link ps{number} in Colab"
+
+
+def test_favicon_is_what_the_script_draws():
+    """_static/favicon.png, the book's favicon (html.favicon), is the picture that _ext/make_favicon.py draws."""
+    import importlib.util
+
+    from PIL import Image
+
+    assert CONFIG["html"]["favicon"] == "_static/favicon.png"
+    spec = importlib.util.spec_from_file_location("make_favicon", ROOT / "_ext" / "make_favicon.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    drawn = module.draw()
+    with Image.open(ROOT / CONFIG["html"]["favicon"]) as committed:
+        assert committed.size == drawn.size == (64, 64)
+        assert committed.convert("RGB").tobytes() == drawn.tobytes(), \
+            "run `python _ext/make_favicon.py` and commit _static/favicon.png"
+
+
+def test_bibliography_labels_are_author_year_and_unique():
+    """The label style of _ext/author_year_bibliography.py on references.bib: "Ho et al., 2020", letters where needed."""
+    import sys
+
+    from pybtex.database import parse_file
+
+    sys.path.insert(0, str(ROOT / "_ext"))
+    try:
+        import author_year_bibliography as style
+    finally:
+        sys.path.remove(str(ROOT / "_ext"))
+    entries = parse_file(ROOT / "references.bib").entries
+    ordered = list(entries.values())
+    labels = dict(zip((entry.key for entry in ordered), style.AuthorYearLabelStyle().format_labels(ordered)))
+    assert labels["ho2020denoising"] == "Ho et al., 2020"
+    assert labels["kingma2014autoencoding"] == "Kingma and Welling, 2014"
+    assert len(set(labels.values())) == len(labels), "two entries share a label"
+    assert all(re.fullmatch(r"\D.*, \d{4}[a-z]?", label) for label in labels.values()), labels
+    assert CONFIG["sphinx"]["config"]["bibtex_default_style"] == "author_year"
+    assert "author_year_bibliography" in CONFIG["sphinx"]["local_extensions"]
+    assert ":style:" not in (ROOT / "book" / "references.md").read_text()  # the default style, author-year
