@@ -20,8 +20,10 @@ a test per page and width:
 - code is readable without scrolling sideways: at 1366 px no code cell's input `pre` and no output
   `pre` is wider than its box (scrollWidth > clientWidth + 1);
 - notebook figures are shown at their intended size: the chapters' matplotlib figures are retina
-  PNGs whose <img> carries width = naturalWidth / 2; at 1366 px each is shown at 99 % or more of
-  that width and holds 1.9 or more image pixels per CSS pixel; at 390 px none is scaled below 45 %;
+  PNGs whose <img> carries width = naturalWidth / 2 (myst-nb writes it as an inline style); at
+  1366 px each is shown at 99 % or more of that width and holds 1.9 or more image pixels per CSS
+  pixel; at 390 px none is scaled below 45 %; at both widths none is distorted (its shown
+  proportions within 2 % of the image's);
 - display equations fit: at 1366 px none is wider than the column; at 390 px a wide one may scroll
   inside its own box but nothing of it runs past the column's right edge;
 - no cell output shows a path under /tmp/;
@@ -139,8 +141,8 @@ READ_PAGE = """async () => {
   const figures = [...document.querySelectorAll('.bd-article .cell_output img')].map((img) => {
     const box = img.getBoundingClientRect();
     const attribute = parseFloat(img.getAttribute('width')) || parseFloat(img.style.width) || null;
-    return {src: img.getAttribute('src') || '', naturalWidth: img.naturalWidth, widthAttribute: attribute,
-            width: box.width, shown: box.width > 0 && box.height > 0};
+    return {src: img.getAttribute('src') || '', naturalWidth: img.naturalWidth, naturalHeight: img.naturalHeight,
+            widthAttribute: attribute, width: box.width, height: box.height, shown: box.width > 0 && box.height > 0};
   });
   // How far right a display equation's content shows: its own box if it scrolls or clips, else its
   // content's full width, and never past a box between it and the column that scrolls or clips.
@@ -541,6 +543,10 @@ def _check_figure_size(report, base, html, page_name, width):
             problems.append(f"{name}: no width attribute, so not a retina figure "
                             f"({figure['naturalWidth']} image px shown at {shown:.0f} px)")
             continue
+        natural_ratio, shown_ratio = figure["naturalHeight"] / figure["naturalWidth"], figure["height"] / shown
+        if abs(shown_ratio - natural_ratio) > 0.02 * natural_ratio:
+            problems.append(f"{name}: distorted, shown {shown:.0f} x {figure['height']:.0f} px for a "
+                            f"{figure['naturalWidth']} x {figure['naturalHeight']} image")
         if width >= 992:
             if shown < 0.99 * intended:
                 problems.append(f"{name}: shown at {shown:.0f} px, {shown / intended:.0%} of its intended {intended:.0f} px")
