@@ -263,7 +263,7 @@ def reports(site):
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         for page_name, width in CASES:
             context = browser.new_context(viewport={"width": width, "height": 900}, service_workers="block")
-            context.set_default_timeout(120_000)  # a full-page screenshot takes over 30 s on a busy 2-core machine
+            context.set_default_timeout(300_000)  # a busy 2-core machine: a full-page screenshot took over 30 s, a page load over 120 s
             page = context.new_page()
             report = {"outside": [], "console": [], "failed": []}
 
@@ -275,7 +275,7 @@ def reports(site):
                 f"{response.status} {response.url}"))
             page.on("requestfailed", lambda request, report=report: request.url.startswith(base)
                     and report["failed"].append(f"{request.failure} {request.url}"))
-            page.goto(base + page_name + ".html", wait_until="load", timeout=120_000)
+            page.goto(base + page_name + ".html", wait_until="load", timeout=300_000)
             report.update(page.evaluate(READ_PAGE))
             name = page_name.replace("/", "_")
             page.screenshot(path=str(ARTIFACTS / f"{name}-{width}.png"), full_page=True)
