@@ -263,7 +263,8 @@ def reports(site):
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         for page_name, width in CASES:
             context = browser.new_context(viewport={"width": width, "height": 900}, service_workers="block")
-            context.set_default_timeout(300_000)  # a busy 2-core machine: a full-page screenshot took over 30 s, a page load over 120 s
+            # on a busy 2-core machine a full-page screenshot took over 30 s, a page load over 120 s
+            context.set_default_timeout(300_000)
             page = context.new_page()
             report = {"outside": [], "console": [], "failed": []}
 
