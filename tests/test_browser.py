@@ -30,11 +30,11 @@ a test per page and width:
 - no cell output is split into several consecutive boxes of the same stream (myst-nb's
   `nb_merge_streams`).
 
-Two checks wait for the chapters' own follow-up (issue 16): alt text for the notebooks' figures,
-and the ipywidgets manager that myst-nb loads from a CDN on pages with widget outputs. While
-CHAPTERS_LANDED is False each is an xfail, and only for exactly that known failure (a notebook
-figure whose alt is its file name; a request for the widget manager's scripts): any other problem
-in the same check fails. Set CHAPTERS_LANDED = True to make both plain assertions.
+Two checks waited for the chapters' own follow-up (issue 16): alt text for the notebooks' figures,
+and the ipywidgets manager that myst-nb loads from a CDN on pages with widget outputs. The chapters
+have landed, so CHAPTERS_LANDED is True and both are plain assertions; with it False each would be
+an xfail, and only for exactly that known failure (a notebook figure whose alt is its file name; a
+request for the widget manager's scripts).
 
 Screenshots of every page at both widths (whole page) go to test-artifacts/browser/ at the
 repository root (ignored by git, emptied at the start of each run), named like
@@ -346,7 +346,7 @@ def _checks_summary(results: dict) -> dict:
 # output in the book (so myst-nb loads no widget manager from a CDN). While False, a page whose only
 # problem in those two checks is exactly that is an xfail; set True once the chapters land, and both
 # become plain assertions.
-CHAPTERS_LANDED = False
+CHAPTERS_LANDED = True
 
 
 def _assert_check(reports, name: str, page_name: str, width: int, follow_up: str = "") -> None:

@@ -5,7 +5,8 @@ they stay true to the package: the U-Net's levels are those of ``UNetConfig``'s 
 the VAE's outputs are ``mu`` and ``logvar`` (chapter 2), the GAN's detach is the one in
 ``coursekit.models.gan`` (chapter 3).
 
-Every figure is 8 inches wide (a book column) with text of at least 9 points, and is deterministic:
+Every figure is 8 inches wide with text of at least 9 points, drawn at ``DIAGRAM_DPI`` so that it is
+736 CSS px wide in a notebook, inside the 757 px a cell's output image gets in the book. It is deterministic:
 nothing random is drawn. The axes of each figure cover it exactly and use inches as data units, so
 the positions below read as distances on the page.
 """
@@ -24,6 +25,7 @@ UNET_SIZE = (8.0, 4.4)
 DDIM_SIZE = (8.0, 3.0)
 
 FONTSIZE = 10
+DIAGRAM_DPI = 92  # CSS px per inch in a notebook (the course style's 100 would make 800 px, wider than an output)
 SMALL = 9  # the smallest text in any diagram
 
 # One colour per role, the same in every diagram.
@@ -37,7 +39,7 @@ GRADIENT = "#b22222"   # backward (gradient) arrows
 
 def _canvas(size: tuple[float, float]) -> tuple[Figure, plt.Axes]:
     """A figure whose single axes covers it, with one data unit per inch."""
-    fig = plt.figure(figsize=size)
+    fig = plt.figure(figsize=size, dpi=DIAGRAM_DPI)
     ax = fig.add_axes((0, 0, 1, 1))
     ax.set_xlim(0, size[0])
     ax.set_ylim(0, size[1])

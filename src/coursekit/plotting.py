@@ -1,10 +1,11 @@
 """The course's figure style, image grids and side-by-side comparisons for the chapters.
 
-The book's text column is 820 CSS px wide on a 1366 px screen and about 360 px on a phone. A figure
+The book's text column is 820 CSS px wide on a 1366 px screen, of which a cell's output image gets
+757 px, and about 358 px on a phone. A figure
 drawn ``FIGURE_WIDTH`` inches wide at ``FIGURE_DPI`` is 640 px: on a desktop it is shown at its own
 size, so 11-point text is 15 px high, and on a phone it shrinks by about 0.56, to 8.5 px. Anything
-wider than ``MAX_FIGURE_WIDTH`` (780 px, 800 px with the 0.1 in margin that the notebook's tight
-bounding box adds on each side) would come close to being shrunk on a desktop too, so the helpers
+wider than ``MAX_FIGURE_WIDTH`` (720 px, 740 px with the 0.1 in margin that the notebook's tight
+bounding box adds on each side) could be shrunk on a desktop too, so the helpers
 here never draw wider, and ``use_course_style`` makes the notebook send PNGs at twice the resolution ("retina"),
 so a reader who zooms on a phone sees sharp text.
 """
@@ -16,7 +17,7 @@ from pathlib import Path
 import torch
 
 FIGURE_WIDTH = 6.4  # inches: the default width of a course figure (640 CSS px)
-MAX_FIGURE_WIDTH = 7.8  # inches: 780 CSS px, 800 with the 0.1 in margin a notebook adds, inside the 820 px column
+MAX_FIGURE_WIDTH = 7.2  # inches: 720 CSS px, 740 with the 0.1 in margins a notebook adds: an output image has 757 px
 FIGURE_DPI = 100  # CSS pixels per inch; retina PNGs hold twice as many
 COURSE_STYLE = {
     "figure.dpi": FIGURE_DPI,
