@@ -87,6 +87,32 @@ def test_shipped_checkpoints_are_complete_and_small():
         assert not list(folder.glob("*.pt")) and not list(folder.glob("*.pkl"))
 
 
+def test_amp_on_the_cpu_uses_bfloat16_only_where_the_cpu_computes_it(monkeypatch):
+    from coursekit import training
+
+    cpu = torch.device("cpu")
+    assert training.amp_dtype_for(cpu, amp=False) is None
+    monkeypatch.setattr(training, "cpu_has_bf16", lambda: False)
+    assert training.amp_dtype_for(cpu, amp=True) is None  # emulated bfloat16 would be slower than float32
+    history = train(Autoencoder(AutoencoderConfig(latent_dim=2, channels=(4, 8))), _batches(), reconstruction_loss,
+                    device="cpu", amp=True, progress=False)
+    assert history.precision == "float32"
+    monkeypatch.setattr(training, "cpu_has_bf16", lambda: True)
+    assert training.amp_dtype_for(cpu, amp=True) == torch.bfloat16
+    seen = []
+
+    def loss_fn(model, batch, generator):
+        seen.append(model.encoder(batch[0]).dtype)  # what autocast made of the forward pass
+        return reconstruction_loss(model, batch, generator)
+
+    model = Autoencoder(AutoencoderConfig(latent_dim=2, channels=(4, 8)))
+    history = train(model, _batches(), loss_fn, epochs=3, lr=3e-3, device="cpu", amp=True, progress=False)
+    assert history.precision == "bfloat16" and set(seen) == {torch.bfloat16}
+    # the weights stay float32 and the loss still goes down
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert sum(history.step_losses[-6:]) < sum(history.step_losses[:6])
+
+
 @pytest.mark.gpu
 def test_training_on_gpu_with_mixed_precision():
     model = Autoencoder(AutoencoderConfig(latent_dim=2, channels=(4, 8)))

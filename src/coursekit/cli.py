@@ -4,7 +4,7 @@
     coursekit train robust-classifier --out src/coursekit/checkpoints/mnist-robust-classifier
     coursekit train autoencoder --latent-dim 2 --out src/coursekit/checkpoints/ae-latent2
     coursekit train vae --latent-dim 16 --beta 1 --out src/coursekit/checkpoints/vae
-    coursekit train ddpm --prediction-type v_prediction --out src/coursekit/checkpoints/ddpm
+    coursekit train ddpm --epochs 820 --prediction-type v_prediction --amp --out src/coursekit/checkpoints/ddpm
     coursekit evaluate ddpm --samplers ddpm-1000 ddim-50 dpmsolver-20 --x0 clip none --write
     coursekit train dcgan --out src/coursekit/checkpoints/dcgan
     coursekit train wgan-gp --out src/coursekit/checkpoints/wgan-gp
@@ -57,6 +57,8 @@ def _record(args, model, history, dataset, metrics: dict) -> dict:
         "data": {"name": "mnist", "source": dataset.source, "train_images": len(dataset)},
         "device": history.device if not history.device.startswith("cuda") else f"{history.device} ({torch.cuda.get_device_name()})",
         "train_seconds": round(history.seconds, 1),
+        **({"precision": f"{history.precision} autocast (weights, gradients and optimizer state float32)"}
+           if getattr(history, "precision", "float32") != "float32" else {}),
         "epochs": len(history.epoch_losses),
         "steps": len(history.step_losses),
         "final_train_loss": history.epoch_losses[-1],
@@ -1056,8 +1058,9 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--exclude-digit", type=int, default=None, help="leave one digit out (anomaly detection)")
         if name in ("autoencoder", "vae", "ddpm"):
             sub.add_argument("--amp", action="store_true",
-                             help="mixed precision on a GPU: bfloat16 where the GPU has it, else float16 with loss "
-                                  "scaling; under accelerate launch its --mixed_precision, if given, wins")
+                             help="mixed precision: on a GPU bfloat16 where it has it, else float16 with loss "
+                                  "scaling; on a CPU with native bfloat16 (AMX or AVX-512 BF16) bfloat16, elsewhere "
+                                  "float32; under accelerate launch its --mixed_precision, if given, wins (GPU only)")
         if name == "ddpm":
             sub.add_argument("--base-channels", type=int, default=16)
             sub.add_argument("--channel-mults", type=int, nargs="+", default=[1, 2, 2])

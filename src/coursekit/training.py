@@ -37,6 +37,7 @@ class History:
     device: str = "cpu"
     main_process: bool = True  # False on every process but the first of an ``accelerate launch`` run
     distributed: dict | None = None  # an ``accelerate launch`` run: world size, mixed precision, ... (see train)
+    precision: str = "float32"  # the autocast dtype of the forward pass ("bfloat16", "float16") or float32
 
 
 def to_device(batch, device: torch.device):
@@ -90,6 +91,29 @@ def _accelerate():
         raise ImportError("this process was started by a distributed launcher, which needs HuggingFace Accelerate: "
                           "pip install 'coursekit[distributed-training]'") from error
     return accelerate
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX-512 BF16 or AMX), where bfloat16 autocast
+    speeds up convolutions; elsewhere it would emulate bfloat16 and run slower than float32."""
+    cpu = getattr(torch, "cpu", None)
+    try:
+        return bool(cpu._is_avx512_bf16_supported() or cpu._is_amx_tile_supported())
+    except AttributeError:  # an older torch without these probes
+        return False
+
+
+def amp_dtype_for(device: torch.device, amp: bool) -> torch.dtype | None:
+    """The autocast dtype of :func:`train`'s one-process loop, or None for float32 throughout:
+    with ``amp``, bfloat16 on a CUDA GPU that has it, else float16 (with a gradient scaler);
+    bfloat16 on a CPU that computes it natively (:func:`cpu_has_bf16`); float32 anywhere else."""
+    if not amp:
+        return None
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu" and cpu_has_bf16():
+        return torch.bfloat16
+    return None
 
 
 def mixed_precision_for(device: torch.device, amp: bool) -> str:
@@ -178,7 +202,8 @@ def train(
 
     ``generator`` drives the randomness inside ``loss_fn`` (noise, corruption); it should live on
     the training device. ``amp=True`` uses bfloat16 autocast on a CUDA GPU (float16 with a gradient
-    scaler where bfloat16 is missing) and is ignored on the CPU. ``eval_fn(model)`` is called after
+    scaler where bfloat16 is missing) and on a CPU with native bfloat16 (:func:`amp_dtype_for`); the
+    weights, gradients and optimizer state stay float32. ``History.precision`` records what ran. ``eval_fn(model)`` is called after
     every epoch and its value appended to ``History.eval_losses``. ``max_steps`` stops early
     (for short demonstration runs in the book).
     ``lr_schedule(optimizer)`` builds a torch LR scheduler that is stepped after every optimizer step.
@@ -217,11 +242,13 @@ def train(
     if optimizer is None:
         optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     scheduler = lr_schedule(optimizer) if lr_schedule is not None else None
-    use_amp = amp and device.type == "cuda"
-    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    amp_dtype = amp_dtype_for(device, amp)
+    use_amp = amp_dtype is not None
+    amp_dtype = amp_dtype or torch.float32
+    history_precision = str(amp_dtype).removeprefix("torch.") if use_amp else "float32"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
 
-    history = History(device=str(device))
+    history = History(device=str(device), precision=history_precision)
     start = time.perf_counter()
     step = 0
     for epoch in range(epochs):
