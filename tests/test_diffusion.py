@@ -2,13 +2,14 @@
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from coursekit.checkpoint import load_checkpoint, read_record, save_checkpoint
+from coursekit.checkpoint import load_checkpoint, read_record, resolve, save_checkpoint
 from coursekit.diffusion import (DiffusionConfig, DiffusionModel, diffusion_loss, q_sample, sample_loop,
                                  training_target)
 from coursekit.models.unet import UNet, UNetConfig, timestep_embedding
@@ -359,7 +360,8 @@ def test_dpm_solver_thresholding_is_the_same_clipping_as_ddim():
 # --- the shipped checkpoint and the training command ------------------------------------------
 
 
-@pytest.mark.parametrize("name,prediction_type", [("ddpm", "v_prediction"), ("ddpm-eps", "epsilon")])
+@pytest.mark.parametrize("name,prediction_type", [("ddpm", "v_prediction"), ("ddpm-v-100ep", "v_prediction"),
+                                                    ("ddpm-eps", "epsilon")])
 def test_shipped_ddpm_checkpoints_and_records(name, prediction_type):
     model = load_checkpoint(name)
     assert isinstance(model, DiffusionModel) and model.config.prediction_type == prediction_type
@@ -379,6 +381,28 @@ def test_shipped_ddpm_checkpoints_and_records(name, prediction_type):
             assert sum(row["class_histogram"]) == 1000 and row["seconds"] > 0 and 0 <= row["near_copies"] <= 1
     images = model.sample(4, torch.Generator().manual_seed(0), num_inference_steps=5)
     assert images.shape == (4, 1, 28, 28)
+
+
+def test_ddpm_learning_curve_is_copied_from_the_training_records():
+    """Chapter 4's learning curve (shipped in the ddpm folder) is what benchmarks/ddpm_learning_curve.py
+    gathers from the records, and it lines up with them: same floor and N, steps growing along the v runs."""
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "ddpm_learning_curve.py"
+    spec = importlib.util.spec_from_file_location("ddpm_learning_curve", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--check"]) == 0, "run python benchmarks/ddpm_learning_curve.py"
+    curve = json.loads((resolve("ddpm") / "learning_curve.json").read_text())
+    runs = {run["name"]: run for run in curve["runs"]}
+    assert list(runs)[0] == "ddpm-eps" and list(runs)[-1] == "ddpm"
+    shipped = read_record("ddpm")
+    assert runs["ddpm"]["steps"] == shipped["steps"] and runs["ddpm"]["command"] == shipped["command"]
+    assert runs["ddpm"]["fid_over_floor"]["ddim-50"]["clip"] == \
+        shipped["metrics"]["evaluation"]["samplers"]["ddim-50"]["clip"]["fid_over_floor"]
+    v_steps = [run["steps"] for run in curve["runs"] if run["prediction_type"] == "v_prediction"]
+    assert v_steps == sorted(v_steps) and len(set(v_steps)) == len(v_steps) >= 4
+    assert {run["num_samples"] for run in curve["runs"]} == {1000}
 
 
 @pytest.mark.gpu
