@@ -127,7 +127,7 @@ def mixed_precision_for(device: torch.device, amp: bool) -> str:
     if launcher != "no":
         return launcher
     if amp:
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return "bf16" if amp_dtype_for(device, amp) == torch.bfloat16 else "fp16"
     return "no"
 
 
@@ -203,8 +203,8 @@ def train(
     ``generator`` drives the randomness inside ``loss_fn`` (noise, corruption); it should live on
     the training device. ``amp=True`` uses bfloat16 autocast on a CUDA GPU (float16 with a gradient
     scaler where bfloat16 is missing) and on a CPU with native bfloat16 (:func:`amp_dtype_for`); the
-    weights, gradients and optimizer state stay float32. ``History.precision`` records what ran. ``eval_fn(model)`` is called after
-    every epoch and its value appended to ``History.eval_losses``. ``max_steps`` stops early
+    weights, gradients and optimizer state stay float32. ``History.precision`` records what ran.
+    ``eval_fn(model)`` is called after every epoch and its value appended to ``History.eval_losses``. ``max_steps`` stops early
     (for short demonstration runs in the book).
     ``lr_schedule(optimizer)`` builds a torch LR scheduler that is stepped after every optimizer step.
     ``on_step(model, step)`` is called after every optimizer step (e.g. to update an EMA copy).
@@ -244,11 +244,9 @@ def train(
     scheduler = lr_schedule(optimizer) if lr_schedule is not None else None
     amp_dtype = amp_dtype_for(device, amp)
     use_amp = amp_dtype is not None
-    amp_dtype = amp_dtype or torch.float32
-    history_precision = str(amp_dtype).removeprefix("torch.") if use_amp else "float32"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
 
-    history = History(device=str(device), precision=history_precision)
+    history = History(device=str(device), precision=str(amp_dtype).removeprefix("torch.") if use_amp else "float32")
     start = time.perf_counter()
     step = 0
     for epoch in range(epochs):
