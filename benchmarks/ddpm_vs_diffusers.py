@@ -15,7 +15,7 @@ Contestants, each trained for ``--budget-seconds`` of wall-clock time on ``--dev
   prediction_type="v_prediction"))`` trained as ``coursekit train ddpm`` trains it
   (``coursekit.training.train`` with ``coursekit.diffusion.diffusion_loss``, AdamW lr 2e-3 without
   weight decay, batch 128, the command's warm-up and linear decay to 5 %, its EMA (decay 0.999 with
-  the warm-up min(decay, (1 + s) / (10 + s)), ``coursekit.cli.EMA``); the schedule's step fractions
+  the warm-up min(decay, (1 + s) / (10 + s)), ``coursekit.training.EMA``); the schedule's step fractions
   are replaced by fractions of the wall-clock budget, see ``coursekit_lr_factor``.
 - ``diffusers``: ``diffusers.UNet2DModel`` with the example's block layout shrunk for 28-pixel digits
   (``--diffusers-channels``, ``--diffusers-layers-per-block``) and the example's recipe
@@ -136,7 +136,7 @@ def final_loss(losses: list[float], window: int = 100) -> float | None:
 
 
 def train_coursekit(train_set, budget: float, device: torch.device, seed: int):
-    from coursekit.cli import EMA
+    from coursekit.training import EMA
     from coursekit.data import make_loader
     from coursekit.diffusion import DiffusionConfig, DiffusionModel, diffusion_loss
     from coursekit.training import train
@@ -174,7 +174,7 @@ def train_coursekit(train_set, budget: float, device: torch.device, seed: int):
                                   "W = max(1, min(200, total // 10)); total is unknown under a time budget, so step / total "
                                   "is replaced by f = elapsed / budget: min(1, max((step + 1) / 200, f / 0.1)) * max(0.05, 1 - f)",
                    "lr_factor_reached": round(last["lr_factor"], 6),
-                   "ema": f"coursekit.cli.EMA, decay {r['ema_decay']} with warm-up min(decay, (1 + s) / (10 + s))",
+                   "ema": f"coursekit.training.EMA, decay {r['ema_decay']} with warm-up min(decay, (1 + s) / (10 + s))",
                    "ema_decay_reached": round(ema.reached, 6), "amp": False},
     }
     return ema.model.to(device).eval(), record

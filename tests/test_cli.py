@@ -1,6 +1,7 @@
 import json
 
 import pytest
+import torch
 
 from coursekit.checkpoint import load_checkpoint
 from coursekit.cli import main
@@ -59,6 +60,27 @@ def test_train_gan_records_fid_and_class_coverage(tmp_path, model):
     gan = load_checkpoint(out)
     assert gan.config.loss == ("wgan-gp" if model == "wgan-gp" else "non-saturating") and gan.config.num_classes == 10
     assert (tmp_path / "grid.png").stat().st_size > 0
+
+
+def test_train_dcgan_ships_the_moving_average_and_scores_the_last_iterate_too(tmp_path):
+    common = ["--channels", "8", "--latent-dim", "8", "--max-steps", "6", "--eval-samples", "100",
+              "--augment", "translation", "cutout", "--quiet", "--device", "cpu"]
+    assert main(["train", "dcgan", *common, "--out", str(tmp_path / "plain")]) == 0
+    assert main(["train", "dcgan", *common, "--ema-decay", "0.99", "--out", str(tmp_path / "ema")]) == 0
+    plain, averaged = load_checkpoint(tmp_path / "plain"), load_checkpoint(tmp_path / "ema")
+    # the average does not change the training: the same seed gives the same discriminator ...
+    for (name, p), (_, q) in zip(plain.discriminator.state_dict().items(), averaged.discriminator.state_dict().items()):
+        assert torch.equal(p, q), name
+    # ... but the shipped generator is the average, not the last iterate
+    assert not torch.equal(plain.generator.project[0].weight, averaged.generator.project[0].weight)
+    record = json.loads((tmp_path / "ema" / "training.json").read_text())["metrics"]
+    plain_record = json.loads((tmp_path / "plain" / "training.json").read_text())["metrics"]
+    assert record["ema_decay"] == 0.99 and record["ema_decay_reached"] == pytest.approx(6 / 15)
+    assert "translation, cutout" in record["augment"] and "moving average" in record["generator_weights"]
+    # the last iterate's score is the plain run's score (same weights, same samples)
+    assert record["evaluation_last_iterate"]["samples"]["fid"] == pytest.approx(plain_record["evaluation"]["samples"]["fid"])
+    assert record["evaluation"]["samples"]["fid"] != pytest.approx(plain_record["evaluation"]["samples"]["fid"])
+    assert "ema_decay" not in plain_record
 
 
 def test_train_class_conditional_ddpm_records_guidance_sweep(tmp_path):

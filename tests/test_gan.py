@@ -8,9 +8,9 @@ import torch
 from torch import nn
 
 from coursekit.checkpoint import load_checkpoint, save_checkpoint
-from coursekit.models.gan import (GAN, GANConfig, critic_loss, discriminator_loss, generator_loss_minimax,
-                                  generator_loss_nonsaturating, gradient_penalty, optimizers, train_gan, train_step,
-                                  wasserstein_generator_loss)
+from coursekit.models.gan import (GAN, GANConfig, critic_loss, diff_augment, discriminator_loss,
+                                  generator_loss_minimax, generator_loss_nonsaturating, gradient_penalty, optimizers, r1_penalty,
+                                  train_gan, train_step, wasserstein_generator_loss)
 
 
 def small(**kwargs) -> GAN:
@@ -92,6 +92,50 @@ def test_gradient_penalty_matches_a_closed_form_and_an_autograd_reference():
     assert gan.discriminator.score.weight.grad is not None and gan.discriminator.score.weight.grad.abs().sum() > 0
 
 
+def test_minibatch_std_lets_d_see_how_varied_a_batch_is():
+    from coursekit.models.gan import MinibatchStd
+
+    varied, same = torch.randn(6, 3, 4, 4), torch.randn(1, 3, 4, 4).expand(6, 3, 4, 4)
+    out = MinibatchStd()(varied)
+    assert out.shape == (6, 4, 4, 4) and torch.equal(out[:, :3], varied)
+    assert torch.allclose(out[:, 3], varied.std(dim=0, unbiased=False).mean().expand(6, 4, 4))
+    assert torch.all(MinibatchStd()(same)[:, 3] == 0)  # identical images: no spread
+    with pytest.raises(ValueError, match="per-sample gradient penalty"):
+        GANConfig(loss="wgan-gp", minibatch_std=True)
+
+
+def test_r1_penalty_matches_the_closed_form_of_a_linear_discriminator_and_enters_d_loss():
+    weight = torch.randn(784)
+    linear = lambda x: x.flatten(1) @ weight + 0.3  # noqa: E731  grad_x = weight for every image
+    real = torch.rand(5, 1, 28, 28)
+    assert r1_penalty(linear, real).item() == pytest.approx(weight.pow(2).sum().item(), rel=1e-5)
+
+    gan = small(r1_weight=2.0)
+    optimizer_g, optimizer_d = optimizers(gan)
+    result = train_step(gan, torch.rand(4, 1, 28, 28) * 2 - 1, optimizer_g, optimizer_d,
+                        generator=torch.Generator().manual_seed(0))
+    assert result["r1"] > 0
+    with pytest.raises(ValueError, match="own gradient penalty"):
+        GANConfig(loss="wgan-gp", r1_weight=1.0)
+
+
+@pytest.mark.parametrize("minibatch_std", [False, True])
+def test_extra_layers_refine_each_resolution_and_zero_keeps_the_old_layout(minibatch_std):
+    plain, deep = small(), small(extra_layers=1, minibatch_std=minibatch_std)
+    assert len(deep.generator.upsample) == len(plain.generator.upsample) + 6
+    kernels = [m.kernel_size for m in deep.generator.upsample if isinstance(m, nn.Conv2d)]
+    assert kernels == [(3, 3), (3, 3)]  # one 3x3 convolution at 7x7 and one at 14x14
+    images = deep.generator(torch.randn(2, 8))
+    assert images.shape == (2, 1, 28, 28) and deep.discriminator(images).shape == (2,)
+    kernels = [m.kernel_size for m in deep.discriminator.features if isinstance(m, nn.Conv2d)]
+    assert kernels == [(4, 4), (3, 3), (4, 4), (3, 3)]  # and in D, at 14x14 and at 7x7
+    assert small(minibatch_std=minibatch_std).discriminator(images).shape == (2,)
+    # with extra_layers=0 the parameter names are those of the checkpoints trained before the option
+    assert [name for name, _ in plain.generator.named_parameters()] == [
+        "project.0.weight", "project.1.weight", "project.1.bias", "upsample.0.weight", "upsample.1.weight",
+        "upsample.1.bias", "upsample.3.weight", "upsample.3.bias"]
+
+
 @pytest.mark.parametrize("loss", ["non-saturating", "wgan-gp"])
 def test_a_training_step_changes_only_what_each_optimizer_owns(loss):
     gan = small(loss=loss)
@@ -131,6 +175,83 @@ def test_training_separates_real_from_fake_and_records_grids():
     assert len(history.steps) == 12 and len(history.grids) == 3 and history.grids[0].shape == (4, 1, 28, 28)
     assert history.series("d_real")[-1] > history.series("d_fake")[-1]
     assert history.steps[-1]["d_loss"] < history.steps[0]["d_loss"]
+
+
+def test_diff_augment_shifts_and_cuts_out_per_image_and_passes_gradients():
+    images = torch.full((64, 1, 28, 28), -1.0)
+    images[:, :, 12, 12] = 1.0  # one bright pixel: where it lands is the shift
+    shifted = diff_augment(images, ("translation",), torch.Generator().manual_seed(0))
+    assert shifted.shape == images.shape
+    lit = (shifted == 1).flatten(1)
+    assert torch.all(lit.sum(1) == 1)  # a shift of at most 3 pixels keeps the pixel inside the image
+    rows, cols = lit.float().argmax(1) // 28, lit.float().argmax(1) % 28
+    assert rows.min() >= 9 and rows.max() <= 15 and cols.min() >= 9 and cols.max() <= 15
+    assert len(set(zip(rows.tolist(), cols.tolist()))) > 20  # one draw per image, not one per batch
+    # pixels shifted in from outside are the background; the set of values is otherwise untouched
+    assert set(shifted.unique().tolist()) == {-1.0, 1.0}
+
+    white = torch.ones(64, 1, 28, 28)
+    cut = diff_augment(white, ("cutout",), torch.Generator().manual_seed(0))
+    painted = (cut == -1).flatten(1).sum(1)
+    assert painted.max() == 14 * 14 and painted.min() >= 7 * 7  # a 14 x 14 square, clipped at the border
+    assert torch.equal(cut, diff_augment(white, ("cutout",), torch.Generator().manual_seed(0)))  # reproducible
+
+    x = torch.rand(4, 1, 28, 28, requires_grad=True)
+    diff_augment(x, generator=torch.Generator().manual_seed(1)).sum().backward()
+    # the gradient is 1 on the pixels that stayed visible and 0 on those shifted out or cut out
+    assert set(x.grad.unique().tolist()) <= {0.0, 1.0} and 0 < x.grad.sum() < x.numel()
+    with pytest.raises(ValueError, match="augmentations must be among"):
+        diff_augment(images, ("flip",))
+
+
+def test_an_augmented_step_shows_d_only_augmented_images(monkeypatch):
+    """With augment, every batch D scores (real, detached fake, fake in G's step) went through diff_augment."""
+    from coursekit.models import gan as gan_module
+
+    gan = small()
+    optimizer_g, optimizer_d = optimizers(gan)
+    marked, seen = [], []
+    original_forward = gan.discriminator.forward
+
+    def mark(images, policy, generator=None, **kwargs):
+        out = diff_augment(images, policy, generator, **kwargs)
+        marked.append(out)
+        return out
+
+    def record(images, labels=None):
+        seen.append(images)
+        return original_forward(images, labels)
+
+    monkeypatch.setattr(gan_module, "diff_augment", mark)
+    monkeypatch.setattr(gan.discriminator, "forward", record)
+    result = train_step(gan, torch.rand(4, 1, 28, 28) * 2 - 1, optimizer_g, optimizer_d,
+                        generator=torch.Generator().manual_seed(0), augment=("translation", "cutout"))
+    assert len(seen) == 3 and all(any(s is m for m in marked) for s in seen)
+    assert math.isfinite(result["g_loss"]) and all(p.grad is not None for p in gan.generator.parameters())
+
+
+def test_training_keeps_a_moving_average_of_the_generator():
+    torch.manual_seed(0)
+    real = torch.zeros(64, 1, 28, 28) - 1
+    real[:, :, 10:18, 10:18] = 1
+    loader = torch.utils.data.DataLoader(real, batch_size=16, shuffle=True)
+    gan = small()
+    start = {name: p.detach().clone() for name, p in gan.generator.named_parameters()}
+    history = train_gan(gan, loader, epochs=3, device="cpu", progress=False, fixed_noise=4, ema_decay=0.9,
+                        augment=("translation",))
+    ema = history.ema
+    assert ema is not None and ema.reached == pytest.approx(12 / 21)  # the warm-up (1 + s) / (10 + s) at G step s = 11
+    averaged = dict(ema.model.named_parameters())
+    for name, p in gan.generator.named_parameters():
+        # the average lies between the start and the last iterate, and is neither
+        assert not torch.equal(averaged[name], p) and not torch.equal(averaged[name], start[name]), name
+    for (name, b), (_, e) in zip(gan.generator.named_buffers(), ema.model.named_buffers()):
+        assert torch.equal(b, e), name  # batch norm's statistics are copied, not averaged
+    with torch.no_grad():  # the last grid was drawn by the average
+        noise = torch.randn(4, 8, generator=torch.Generator().manual_seed(1234))
+        assert torch.allclose(history.grids[-1], (ema.model(noise) + 1) / 2)
+    with pytest.raises(ValueError, match="augment must name"):
+        train_gan(small(), loader, device="cpu", progress=False, augment=("flip",))
 
 
 def test_save_load_identity(tmp_path):

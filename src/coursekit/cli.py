@@ -265,14 +265,22 @@ def train_gan_command(args) -> dict:
     torch.manual_seed(args.seed)
     config = GANConfig(latent_dim=args.latent_dim, generator_channels=args.channels, discriminator_channels=args.channels,
                        num_classes=10 if args.conditional else 0,
-                       loss="wgan-gp" if args.model == "wgan-gp" else args.loss, gp_weight=args.gp_weight)
+                       loss="wgan-gp" if args.model == "wgan-gp" else args.loss, gp_weight=args.gp_weight,
+                       extra_layers=args.extra_layers, r1_weight=args.r1_weight,
+                       minibatch_std=args.minibatch_std)
     gan = GAN(config)
     device = torch.device(args.device) if args.device else get_device()
     history = train_gan(gan, make_loader(train_set, args.batch_size, generator=torch.Generator().manual_seed(args.seed)),
                         epochs=args.epochs, lr_g=args.lr, lr_d=args.lr_d or args.lr, critic_steps=args.critic_steps,
                         device=device, generator=torch.Generator(device=device).manual_seed(args.seed),
-                        max_steps=args.max_steps, progress=not args.quiet)
+                        max_steps=args.max_steps, progress=not args.quiet, augment=tuple(args.augment),
+                        ema_decay=args.ema_decay)
     gan.cpu().eval()
+    last_iterate = None
+    if history.ema is not None:  # score the last iterate too, then ship the average
+        last_iterate = evaluate_model_samples(gan, args.eval_samples, args.seed + 1,
+                                              SAMPLING_OF["gan"] + f", seed {args.seed + 1}")
+        gan.generator.load_state_dict(history.ema.model.state_dict())
     evaluation = evaluate_model_samples(gan, args.eval_samples, args.seed + 1, SAMPLING_OF["gan"] + f", seed {args.seed + 1}")
     histogram = evaluation["samples"]["class_histogram"][:10]
     last = history.steps[-min(len(history.steps), 50):]
@@ -281,6 +289,14 @@ def train_gan_command(args) -> dict:
                "last_50_steps": {key: sum(s[key] for s in last if key in s) / max(1, sum(key in s for s in last))
                                  for key in ("d_loss", "g_loss", "d_real", "d_fake")},
                "evaluation": evaluation}
+    if history.ema is not None:
+        metrics.update(generator_weights=f"moving average of G's weights, decay {args.ema_decay} with warm-up "
+                                         "min(decay, (1 + s) / (10 + s)) over G's steps s",
+                       ema_decay=args.ema_decay, ema_decay_reached=round(history.ema.reached, 6),
+                       evaluation_last_iterate=last_iterate)
+    if args.augment:
+        metrics["augment"] = ("DiffAugment (Zhao et al. 2020): " + ", ".join(args.augment)
+                              + " on every image D sees, real and fake, in D's and G's steps")
     shim = SimpleNamespace(device=history.device, seconds=history.seconds, step_losses=history.steps,
                            epoch_losses=[None] * len(history.grids))
     record = _record(args, gan, shim, train_set, metrics)
@@ -288,7 +304,7 @@ def train_gan_command(args) -> dict:
     record["generator_parameters"] = sum(p.numel() for p in gan.generator.parameters())
     # every 10th step of the training curves, for plots (the chapter compares DCGAN and WGAN-GP)
     record["curves"] = {"every": 10, **{key: [round(v, 5) for v in history.series(key)[::10]]
-                                        for key in ("d_loss", "g_loss", "d_real", "d_fake", "gradient_penalty")
+                                        for key in ("d_loss", "g_loss", "d_real", "d_fake", "gradient_penalty", "r1")
                                         if history.series(key)}}
     save_checkpoint(gan, args.out, record)
     if args.grid:
@@ -296,26 +312,6 @@ def train_gan_command(args) -> dict:
 
         save_grid(history.grids[-1], args.grid)
     return metrics
-
-
-class EMA:
-    """An exponential moving average of a model's weights (sampled from instead of the raw weights)."""
-
-    def __init__(self, model: torch.nn.Module, decay: float):
-        import copy
-
-        self.decay = decay
-        self.reached = 0.0  # the decay of the last update (the warm-up below starts far lower)
-        self.model = copy.deepcopy(model).eval()
-        for p in self.model.parameters():
-            p.requires_grad_(False)
-
-    @torch.no_grad()
-    def update(self, model: torch.nn.Module, step: int) -> None:
-        decay = min(self.decay, (1 + step) / (10 + step))  # average over fewer steps early in training
-        self.reached = decay
-        for ema_p, p in zip(self.model.parameters(), model.parameters()):
-            ema_p.lerp_(p.detach(), 1 - decay)
 
 
 def parse_sampler_spec(spec: str) -> dict:
@@ -607,6 +603,8 @@ def train_ddpm(args) -> dict:
         levels = attribute_levels((train_set.images + 1) / 2, train_set.labels)
         data = TensorDataset(train_set.images, train_set.labels, levels)
         loss_fn = functools.partial(text_diffusion_loss, clip=clip, cond_drop_prob=args.cond_drop, keep_prob=args.keep_prob)
+    from coursekit.training import EMA
+
     ema = EMA(model, args.ema_decay)
     ema.model.to(device)
     steps_per_epoch = (len(train_set) + args.batch_size - 1) // args.batch_size
@@ -989,6 +987,8 @@ def train_latent_diffusion(args) -> dict:
     loss_fn = functools.partial(latent_diffusion_loss, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
                                 scheduler=scheduler, cond_drop_prob=args.cond_drop, keep_prob=args.keep_prob,
                                 text_cache={})
+    from coursekit.training import EMA
+
     ema = EMA(unet, args.ema_decay)
     ema.model.to(device)
     total = args.epochs * ((len(train_set) + args.batch_size - 1) // args.batch_size)
@@ -1115,8 +1115,18 @@ def build_parser() -> argparse.ArgumentParser:
                              help="D updates per G update (default: 1 for dcgan, 5 for wgan-gp)")
             sub.add_argument("--conditional", action="store_true", help="class-conditional G and D")
             sub.add_argument("--gp-weight", type=float, default=10.0, help="gradient-penalty weight (wgan-gp)")
+            sub.add_argument("--r1-weight", type=float, default=0.0,
+                             help="gamma of the R1 penalty on D's gradient at real images (dcgan; default: none)")
+            sub.add_argument("--extra-layers", type=int, default=0,
+                             help="3x3 convolutions added to G and D at each of their two smaller resolutions")
+            sub.add_argument("--minibatch-std", action="store_true",
+                             help="D sees the batch's standard deviation as one more channel (dcgan)")
             sub.add_argument("--loss", choices=["non-saturating", "minimax"], default="non-saturating",
                              help="generator loss of a dcgan")
+            sub.add_argument("--augment", nargs="*", default=[], choices=["translation", "cutout"],
+                             help="DiffAugment: shift / cut out every image D sees, real and fake (default: none)")
+            sub.add_argument("--ema-decay", type=float, default=0.0,
+                             help="> 0: keep a moving average of G's weights and ship it as the generator")
             sub.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (smoke tests)")
             sub.add_argument("--eval-samples", type=int, default=1000)
             sub.add_argument("--grid", default=None, help="also write the last fixed-noise grid to this PNG")

@@ -26,6 +26,36 @@ from coursekit.device import get_device
 LossFn = Callable[[nn.Module, object, torch.Generator], torch.Tensor]
 
 
+class EMA:
+    """An exponential moving average of a model's weights (sampled from instead of the raw weights).
+
+    ``update(model, step)`` after every optimizer step moves each averaged parameter towards the
+    model's by ``1 - decay``, with a warm-up, ``decay = min(decay, (1 + step) / (10 + step))``, so that
+    the average does not remember the random initialisation for thousands of steps; ``reached`` is the
+    decay of the last update. Buffers (batch norm's running statistics) are copied, not averaged.
+    """
+
+    def __init__(self, model: nn.Module, decay: float):
+        import copy
+
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"an EMA decay must lie in [0, 1), got {decay}")
+        self.decay = decay
+        self.reached = 0.0  # the decay of the last update (the warm-up below starts far lower)
+        self.model = copy.deepcopy(model).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, step: int) -> None:
+        decay = min(self.decay, (1 + step) / (10 + step))  # average over fewer steps early in training
+        self.reached = decay
+        for ema_p, p in zip(self.model.parameters(), model.parameters()):
+            ema_p.lerp_(p.detach(), 1 - decay)
+        for ema_b, b in zip(self.model.buffers(), model.buffers()):
+            ema_b.copy_(b)
+
+
 @dataclass
 class History:
     """What a training run measured: one loss per step, the mean per epoch, and wall time."""

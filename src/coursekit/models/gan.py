@@ -17,7 +17,9 @@ logits, with ``binary_cross_entropy_with_logits`` for numerical stability:
 * :func:`critic_loss` and :func:`wasserstein_generator_loss`: the WGAN losses (Arjovsky et al.
   2017) on unbounded critic scores, and :func:`gradient_penalty`, the soft 1-Lipschitz
   constraint of WGAN-GP (Gulrajani et al. 2017): (||grad_x D(x_hat)||_2 - 1)^2 at random points
-  x_hat on the lines between real and fake images.
+  x_hat on the lines between real and fake images;
+* :func:`r1_penalty`: ||grad_x D(x)||^2 at real images (Mescheder et al. 2018), a gradient penalty
+  for the standard GAN's discriminator (``GANConfig.r1_weight``).
 
 The networks follow DCGAN (Radford et al. 2016): strided (transposed) convolutions, batch norm,
 ReLU in G and LeakyReLU in D, tanh output. A WGAN-GP critic has no batch norm (the penalty is
@@ -27,7 +29,14 @@ scores with a projection term (Miyato & Koyama 2018).
 
 :func:`train_step` is one alternating update; :func:`train_gan` loops it with progress, the loss
 curves, D's mean output on real and fake images, and a grid of samples from fixed noise after
-every epoch.
+every epoch. Two additions for small data sets, both off by default:
+
+* :func:`diff_augment`, differentiable augmentation (Zhao et al. 2020): every image D sees, real or
+  fake, in D's step and in G's, is randomly shifted and has a square cut out, so that D cannot
+  memorise the few thousand real images, while G's gradient passes through the same transformation
+  and G is never taught to draw the augmentations;
+* an exponential moving average of G's weights (``ema_decay``; Yazıcı et al. 2019), sampled from
+  instead of the last iterate, which averages out the oscillation of the game.
 """
 
 from __future__ import annotations
@@ -42,6 +51,7 @@ from torch import nn
 from coursekit.checkpoint import register_model
 
 LOSSES = ("non-saturating", "minimax", "wgan-gp")
+AUGMENTATIONS = ("translation", "cutout")
 
 
 @dataclass
@@ -54,6 +64,9 @@ class GANConfig:
     num_classes: int = 0  # > 0: class-conditional G and D
     loss: str = "non-saturating"  # "non-saturating", "minimax" or "wgan-gp"
     gp_weight: float = 10.0  # lambda of the gradient penalty (wgan-gp only)
+    extra_layers: int = 0  # 3x3 convolutions added to G and D at each of their two smaller resolutions
+    minibatch_std: bool = False  # D sees the batch's standard deviation as one more channel (not wgan-gp)
+    r1_weight: float = 0.0  # gamma of the R1 penalty on D's gradient at real images (not wgan-gp)
 
     def __post_init__(self):
         if self.loss not in LOSSES:
@@ -62,6 +75,13 @@ class GANConfig:
             raise ValueError(f"image_size must be a multiple of 4 (two stride-2 layers), got {self.image_size}")
         if self.num_classes < 0:
             raise ValueError(f"num_classes must be >= 0, got {self.num_classes}")
+        if self.extra_layers < 0 or self.r1_weight < 0:
+            raise ValueError(f"extra_layers and r1_weight must be >= 0, got {self.extra_layers} and {self.r1_weight}")
+        if self.minibatch_std and self.loss == "wgan-gp":
+            raise ValueError("minibatch_std couples the samples of a batch, which the per-sample gradient penalty of "
+                             "wgan-gp must not see (like batch norm): use it with a dcgan loss")
+        if self.r1_weight and self.loss == "wgan-gp":
+            raise ValueError("a wgan-gp critic has its own gradient penalty (gp_weight); r1_weight must be 0")
 
 
 class Generator(nn.Module):
@@ -76,9 +96,17 @@ class Generator(nn.Module):
         self.project = nn.Sequential(nn.Linear(inputs, 2 * width * side * side, bias=False),
                                      nn.BatchNorm1d(2 * width * side * side), nn.ReLU())
         self.shape = (2 * width, side, side)
+
+        def refine(channels: int) -> list[nn.Module]:  # extra_layers 3x3 convolutions at one resolution
+            return [module for _ in range(config.extra_layers)
+                    for module in (nn.Conv2d(channels, channels, 3, padding=1, bias=False),
+                                   nn.BatchNorm2d(channels), nn.ReLU())]
+
         self.upsample = nn.Sequential(
+            *refine(2 * width),
             nn.ConvTranspose2d(2 * width, width, 4, stride=2, padding=1, bias=False),  # side -> 2 side
             nn.BatchNorm2d(width), nn.ReLU(),
+            *refine(width),
             nn.ConvTranspose2d(width, config.in_channels, 4, stride=2, padding=1),  # 2 side -> 4 side
             nn.Tanh(),
         )
@@ -91,6 +119,17 @@ class Generator(nn.Module):
         return self.upsample(self.project(z).view(-1, *self.shape))
 
 
+class MinibatchStd(nn.Module):
+    """ProGAN's minibatch standard deviation (Karras et al. 2018): appends one channel holding the
+    standard deviation over the batch of every feature at every position, averaged to one number. A
+    batch of near-identical fakes has a telltale small value, so D can catch a generator that draws
+    too little variety, which a verdict on one image at a time cannot."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        spread = x.std(dim=0, unbiased=False).mean()
+        return torch.cat([x, spread.expand(x.shape[0], 1, *x.shape[2:])], dim=1)
+
+
 class Discriminator(nn.Module):
     """images (B, C, H, W) [+ labels (B,)] -> one logit (or critic score) per image, shape (B,)."""
 
@@ -100,12 +139,21 @@ class Discriminator(nn.Module):
         width, side = config.discriminator_channels, config.image_size // 4
         # batch norm couples the samples of a batch, which the per-sample gradient penalty must not see
         norm = (nn.GroupNorm(1, 2 * width) if config.loss == "wgan-gp" else nn.BatchNorm2d(2 * width))
+        def refine(channels: int, inputs: int) -> list[nn.Module]:  # extra_layers 3x3 convolutions
+            return [module for layer in range(config.extra_layers)
+                    for module in (nn.Conv2d(inputs if layer == 0 else channels, channels, 3, padding=1),
+                                   nn.LeakyReLU(0.2))]
+
+        batch_std = [MinibatchStd()] if config.minibatch_std else []
         self.features = nn.Sequential(
             nn.Conv2d(config.in_channels, width, 4, stride=2, padding=1), nn.LeakyReLU(0.2),
+            *refine(width, width),
             nn.Conv2d(width, 2 * width, 4, stride=2, padding=1, bias=False), norm, nn.LeakyReLU(0.2),
+            *batch_std, *refine(2 * width, 2 * width + len(batch_std)),
             nn.Flatten(),
         )
-        features = 2 * width * side * side
+        channels = 2 * width + (1 if config.minibatch_std and not config.extra_layers else 0)
+        features = channels * side * side
         self.score = nn.Linear(features, 1)
         self.embed = nn.Embedding(config.num_classes, features) if config.num_classes else None
 
@@ -206,35 +254,98 @@ def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, 
     return ((gradients.flatten(1).norm(2, dim=1) - 1) ** 2).mean()
 
 
+def r1_penalty(discriminator: nn.Module, real: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    """R1 (Mescheder et al. 2018): mean over the batch of ||grad_x D(x)||^2 at the real images, the
+    logit's gradient. Added to D's loss as gamma / 2 times this, it stops D from building steep walls
+    around the real data, which is what makes the game oscillate instead of settling. Differentiable in
+    D's parameters (create_graph)."""
+    points = real.detach().requires_grad_(True)
+    logits = discriminator(points, labels) if labels is not None else discriminator(points)
+    (gradients,) = torch.autograd.grad(logits.sum(), points, create_graph=True)
+    return gradients.flatten(1).pow(2).sum(1).mean()
+
+
 def generator_loss(config: GANConfig, fake_logits: torch.Tensor) -> torch.Tensor:
     return {"non-saturating": generator_loss_nonsaturating, "minimax": generator_loss_minimax,
             "wgan-gp": wasserstein_generator_loss}[config.loss](fake_logits)
+
+
+# --- differentiable augmentation ---------------------------------------------------------------------
+
+def diff_augment(images: torch.Tensor, policy: tuple[str, ...] | list[str] = AUGMENTATIONS,
+                 generator: torch.Generator | None = None, *, max_shift: float = 0.125, cutout: float = 0.5,
+                 background: float = -1.0) -> torch.Tensor:
+    """DiffAugment (Zhao et al. 2020) for images in [-1, 1], one random draw per image.
+
+    * ``"translation"``: shift by up to ``max_shift`` of the side (3 pixels of 28) in each direction,
+      filling with ``background`` (-1, the paper's zero padding in its [-1, 1] convention, is black);
+    * ``"cutout"``: paint a square of side ``cutout`` times the side (14 of 28), centred anywhere, with
+      ``background``.
+
+    Both are built from indexing and ``torch.where``, so the output is differentiable in ``images``
+    (the generator's gradient passes through); ``generator`` makes the draws reproducible.
+    """
+    unknown = [name for name in policy if name not in AUGMENTATIONS]
+    if unknown:
+        raise ValueError(f"augmentations must be among {AUGMENTATIONS}, got {unknown}")
+    if images.dim() != 4:
+        raise ValueError(f"expected images (B, C, H, W), got shape {tuple(images.shape)}")
+    batch, _, height, width = images.shape
+    device = images.device
+    rows, cols = torch.arange(height, device=device), torch.arange(width, device=device)
+    if "translation" in policy:
+        pad_y, pad_x = int(height * max_shift), int(width * max_shift)
+        padded = F.pad(images, (pad_x, pad_x, pad_y, pad_y), value=background)
+        dy = torch.randint(0, 2 * pad_y + 1, (batch, 1, 1), generator=generator, device=device)
+        dx = torch.randint(0, 2 * pad_x + 1, (batch, 1, 1), generator=generator, device=device)
+        index_y = (rows[None, :, None] + dy).expand(batch, height, width)  # output row i reads padded row i + dy
+        index_x = (cols[None, None, :] + dx).expand(batch, height, width)
+        flat = padded.flatten(2)  # (B, C, H' W')
+        index = (index_y * padded.shape[-1] + index_x).flatten(1)  # (B, H W)
+        images = flat.gather(2, index[:, None, :].expand(-1, images.shape[1], -1)).view_as(images)
+    if "cutout" in policy:
+        side_y, side_x = int(height * cutout), int(width * cutout)
+        cy = torch.randint(0, height, (batch, 1, 1), generator=generator, device=device)
+        cx = torch.randint(0, width, (batch, 1, 1), generator=generator, device=device)
+        offset_y, offset_x = rows[None, :, None] - cy + side_y // 2, cols[None, None, :] - cx + side_x // 2
+        inside = (offset_y >= 0) & (offset_y < side_y) & (offset_x >= 0) & (offset_x < side_x)
+        images = torch.where(inside[:, None], torch.full_like(images, background), images)
+    return images
 
 
 # --- training ----------------------------------------------------------------------------------------
 
 def train_step(gan: GAN, real: torch.Tensor, optimizer_g: torch.optim.Optimizer, optimizer_d: torch.optim.Optimizer,
                labels: torch.Tensor | None = None, generator: torch.Generator | None = None,
-               update_generator: bool = True) -> dict[str, float]:
+               update_generator: bool = True, augment: tuple[str, ...] = ()) -> dict[str, float]:
     """One alternating update on a batch of real images in [-1, 1]: D (or the critic) first, then G.
 
     The fake batch is detached for D's step: D's loss must move D only, and G's graph is not needed
     there. G's step scores the same fakes again through D, not detached, so the gradient flows
     through D into G; only G's optimizer steps, and D's gradients from it are cleared before D's
     next step. Returns the losses and D's mean probability (or score) on real and fake images.
+    ``augment`` (e.g. ``("translation", "cutout")``): every image D sees, real or fake, in both steps,
+    goes through :func:`diff_augment` first (the gradient penalty is taken on the augmented images).
     """
     config = gan.config
     labels = labels if config.num_classes else None
     z = torch.randn(real.shape[0], config.latent_dim, generator=generator, device=real.device)
     fake = gan.generator(z, labels)
 
+    def seen(images: torch.Tensor) -> torch.Tensor:  # what D sees of a batch
+        return diff_augment(images, augment, generator) if augment else images
+
+    real, fake_for_d = seen(real), seen(fake.detach())
     real_logits = gan.discriminator(real, labels)
-    fake_logits = gan.discriminator(fake.detach(), labels)
+    fake_logits = gan.discriminator(fake_for_d, labels)
     if config.loss == "wgan-gp":
-        penalty = gradient_penalty(gan.discriminator, real, fake, labels, generator)
+        penalty = gradient_penalty(gan.discriminator, real, fake_for_d, labels, generator)
         d_loss = critic_loss(real_logits, fake_logits) + config.gp_weight * penalty
     else:
         d_loss = discriminator_loss(real_logits, fake_logits)
+        if config.r1_weight:
+            r1 = r1_penalty(gan.discriminator, real, labels)
+            d_loss = d_loss + config.r1_weight / 2 * r1
     optimizer_d.zero_grad(set_to_none=True)
     d_loss.backward()
     optimizer_d.step()
@@ -244,8 +355,10 @@ def train_step(gan: GAN, real: torch.Tensor, optimizer_g: torch.optim.Optimizer,
         result.update(gradient_penalty=penalty.item(), d_real=real_logits.mean().item(), d_fake=fake_logits.mean().item())
     else:
         result.update(d_real=torch.sigmoid(real_logits).mean().item(), d_fake=torch.sigmoid(fake_logits).mean().item())
+        if config.r1_weight:
+            result["r1"] = r1.item()
     if update_generator:
-        g_loss = generator_loss(config, gan.discriminator(fake, labels))
+        g_loss = generator_loss(config, gan.discriminator(seen(fake), labels))
         optimizer_g.zero_grad(set_to_none=True)
         g_loss.backward()
         optimizer_g.step()
@@ -261,6 +374,7 @@ class GANHistory:
     grids: list[torch.Tensor] = field(default_factory=list)  # (n, C, H, W) in [0, 1], one per epoch
     seconds: float = 0.0
     device: str = "cpu"
+    ema: "EMA | None" = None  # the moving average of G's weights (train_gan's ema_decay > 0)
 
     def series(self, key: str) -> list[float]:
         return [step[key] for step in self.steps if key in step]
@@ -276,19 +390,28 @@ def optimizers(gan: GAN, lr_g: float = 2e-4, lr_d: float = 2e-4, betas: tuple[fl
 def train_gan(gan: GAN, loader, *, epochs: int = 1, lr_g: float = 2e-4, lr_d: float = 2e-4,
               betas: tuple[float, float] | None = None, critic_steps: int | None = None, device=None,
               generator: torch.Generator | None = None, fixed_noise: int = 64, max_steps: int | None = None,
-              progress: bool = True) -> GANHistory:
+              progress: bool = True, augment: tuple[str, ...] = (), ema_decay: float = 0.0) -> GANHistory:
     """Train ``gan`` in place on ``loader`` (batches of images in [-1, 1], or (images, labels)).
 
     ``critic_steps`` D updates per G update (default 1, and 5 for wgan-gp as in Gulrajani et al.).
     After every epoch the generator draws ``fixed_noise`` images from the same noise (labels 0..9
     in turn for a conditional GAN) into ``GANHistory.grids``, so the grids show one run's progress.
+    ``augment``: :func:`diff_augment`'s policy for everything D sees (see :func:`train_step`).
+    ``ema_decay`` > 0 keeps a moving average of G's weights in ``GANHistory.ema`` (updated after every
+    G step, with :class:`coursekit.training.EMA`'s warm-up); the grids are then drawn by the average.
+    ``gan`` itself ends with the last iterate; copy ``history.ema.model``'s weights into
+    ``gan.generator`` to keep the average.
     """
     from tqdm.auto import tqdm
 
     from coursekit.device import get_device
+    from coursekit.training import EMA
 
     if epochs < 1:
         raise ValueError(f"epochs must be at least 1, got {epochs}")
+    for name in augment:
+        if name not in AUGMENTATIONS:
+            raise ValueError(f"augment must name augmentations among {AUGMENTATIONS}, got {name!r}")
     device = torch.device(device) if device is not None else get_device()
     gan.to(device)
     generator = generator or torch.Generator(device=device).manual_seed(0)
@@ -298,7 +421,8 @@ def train_gan(gan: GAN, loader, *, epochs: int = 1, lr_g: float = 2e-4, lr_d: fl
     noise_labels = (torch.arange(fixed_noise) % gan.config.num_classes).to(device) if gan.config.num_classes else None
 
     history = GANHistory(device=str(device))
-    start, step = time.perf_counter(), 0
+    history.ema = EMA(gan.generator, ema_decay) if ema_decay > 0 else None
+    start, step, generator_steps = time.perf_counter(), 0, 0
     for epoch in range(epochs):
         gan.train()
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", disable=not progress, leave=False)
@@ -306,8 +430,12 @@ def train_gan(gan: GAN, loader, *, epochs: int = 1, lr_g: float = 2e-4, lr_d: fl
             images, labels = (batch if isinstance(batch, (list, tuple)) else (batch, None))
             images = images.to(device)
             labels = labels.to(device) if labels is not None else None
+            update_generator = (step + 1) % critic_steps == 0
             result = train_step(gan, images, optimizer_g, optimizer_d, labels, generator,
-                                update_generator=(step + 1) % critic_steps == 0)
+                                update_generator=update_generator, augment=tuple(augment))
+            if update_generator and history.ema is not None:
+                history.ema.update(gan.generator, generator_steps)
+            generator_steps += update_generator
             for key in ("d_loss", "g_loss"):
                 if key in result and not torch.isfinite(torch.tensor(result[key])):
                     raise FloatingPointError(f"{key} became {result[key]} at step {step}; try a smaller learning rate")
@@ -318,7 +446,8 @@ def train_gan(gan: GAN, loader, *, epochs: int = 1, lr_g: float = 2e-4, lr_d: fl
                 break
         gan.eval()
         with torch.no_grad():
-            history.grids.append(((gan.generator(noise, noise_labels) + 1) / 2).cpu())
+            drawing = history.ema.model if history.ema is not None else gan.generator
+            history.grids.append(((drawing(noise, noise_labels) + 1) / 2).cpu())
         if max_steps is not None and step >= max_steps:
             break
     gan.eval()
