@@ -30,6 +30,23 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(scope="session")
+def load_benchmark():
+    """``load_benchmark("ddpm_vs_diffusers")``: import a script of ``benchmarks/`` as a module (the
+    benchmarks are scripts, not a package)."""
+    import importlib.util
+
+    folder = Path(__file__).resolve().parents[1] / "benchmarks"
+
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(name, folder / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load
+
+
+@pytest.fixture(scope="session")
 def mnist_test():
     from coursekit.data import load_mnist
 

@@ -1,25 +1,14 @@
 """The coursekit-vs-diffusers DDPM benchmark (benchmarks/ddpm_vs_diffusers.py) end to end, tiny:
 a 2-second budget per contestant, N = 20, a 2-step DDIM sampler."""
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "ddpm_vs_diffusers.py"
 
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("ddpm_vs_diffusers", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_benchmark_runs_both_contestants(tmp_path):
-    bench = load_script()
+def test_benchmark_runs_both_contestants(tmp_path, load_benchmark):
+    bench = load_benchmark("ddpm_vs_diffusers")
     out = tmp_path / "bench.json"
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny models: a second thread buys nothing and thrashes on a busy machine

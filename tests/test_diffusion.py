@@ -2,7 +2,6 @@
 
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -383,15 +382,10 @@ def test_shipped_ddpm_checkpoints_and_records(name, prediction_type):
     assert images.shape == (4, 1, 28, 28)
 
 
-def test_ddpm_learning_curve_is_copied_from_the_training_records():
+def test_ddpm_learning_curve_is_copied_from_the_training_records(load_benchmark):
     """Chapter 4's learning curve (shipped in the ddpm folder) is what benchmarks/ddpm_learning_curve.py
     gathers from the records, and it lines up with them: same floor and N, steps growing along the v runs."""
-    import importlib.util
-
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "ddpm_learning_curve.py"
-    spec = importlib.util.spec_from_file_location("ddpm_learning_curve", script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_benchmark("ddpm_learning_curve")
     assert module.main(["--check"]) == 0, "run python benchmarks/ddpm_learning_curve.py"
     curve = json.loads((resolve("ddpm") / "learning_curve.json").read_text())
     runs = {run["name"]: run for run in curve["runs"]}
