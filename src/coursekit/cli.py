@@ -674,9 +674,13 @@ PIPELINE_SCHEDULERS = {"ddim": "DDIMScheduler", "dpmsolver++": "DPMSolverMultist
 
 
 def _is_pipeline(name_or_path: str) -> bool:
-    from coursekit.checkpoint import shipped_dir
+    from coursekit.stable_diffusion import _resolve_folder
 
-    return any((folder / "model_index.json").is_file() for folder in (Path(name_or_path), shipped_dir() / name_or_path))
+    try:
+        _resolve_folder(name_or_path, "model_index.json", "pipeline")
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def sample_pipeline(args) -> torch.Tensor:
