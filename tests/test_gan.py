@@ -299,3 +299,28 @@ def test_pretrained_gan_loader_uses_the_one_hub_id_and_explains_a_missing_hub(mo
     with pytest.raises(pretrained.HubUnavailable, match="needs the internet: run it in Colab") as error:
         pretrained.load_pretrained_gan(device="cpu")
     assert pretrained.PRETRAINED_GAN["repo"] in str(error.value)
+
+
+def test_shipped_dcgan_is_the_recorded_recipe_and_rescores_as_its_record_says():
+    """The shipped dcgan: the recipe its record names, its moving average scored at the record's N and
+    seed gives the record's numbers, and the former recipe's record is kept beside it."""
+    from coursekit.checkpoint import read_record
+    from coursekit.cli import evaluate_model_samples
+
+    gan, record = load_checkpoint("dcgan"), read_record("dcgan")
+    command, metrics = record["command"].split(), record["metrics"]
+    assert gan.config.extra_layers == int(command[command.index("--extra-layers") + 1])
+    assert gan.config.minibatch_std == ("--minibatch-std" in command)
+    assert gan.config.r1_weight == float(command[command.index("--r1-weight") + 1]) > 0
+    assert metrics["ema_decay"] == float(command[command.index("--ema-decay") + 1])
+    assert 0 < metrics["ema_decay_reached"] <= metrics["ema_decay"]
+    again = evaluate_model_samples(gan, 1000, metrics["evaluation"]["seed"], "rescored")["samples"]
+    recorded = metrics["evaluation"]["samples"]
+    assert again["fid"] == pytest.approx(recorded["fid"], rel=1e-4)
+    assert again["class_histogram"] == recorded["class_histogram"]
+    # the last iterate was scored on the same noise, and it is not what ships
+    assert metrics["evaluation_last_iterate"]["seed"] == metrics["evaluation"]["seed"]
+    assert metrics["evaluation_last_iterate"]["samples"]["fid"] != pytest.approx(recorded["fid"])
+    former = record["former_recipe"]
+    assert "--extra-layers" not in former["command"] and former["metrics"]["evaluation"]["num_samples"] == 1000
+    assert former["metrics"]["evaluation"]["floor"]["fid"] == pytest.approx(metrics["evaluation"]["floor"]["fid"])
