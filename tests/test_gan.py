@@ -324,3 +324,12 @@ def test_shipped_dcgan_is_the_recorded_recipe_and_rescores_as_its_record_says():
     former = record["former_recipe"]
     assert "--extra-layers" not in former["command"] and former["metrics"]["evaluation"]["num_samples"] == 1000
     assert former["metrics"]["evaluation"]["floor"]["fid"] == pytest.approx(metrics["evaluation"]["floor"]["fid"])
+
+
+def test_shipped_wgan_gp_has_the_shipped_dcgan_generator():
+    """Chapter 3 compares the two shipped GANs as two games played by the same generator."""
+    dcgan, wgan = load_checkpoint("dcgan"), load_checkpoint("wgan-gp")
+    shapes = lambda module: {name: tuple(p.shape) for name, p in module.state_dict().items()}  # noqa: E731
+    assert shapes(dcgan.generator) == shapes(wgan.generator)
+    assert wgan.config.loss == "wgan-gp" and wgan.config.extra_layers == dcgan.config.extra_layers
+    assert not wgan.config.minibatch_std and wgan.config.r1_weight == 0
