@@ -243,15 +243,23 @@ def wasserstein_generator_loss(fake_scores: torch.Tensor) -> torch.Tensor:
     return -fake_scores.mean()
 
 
+def _input_gradients(critic: nn.Module, points: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    """The gradient of each image's score with respect to that image, flattened to (B, C H W), kept
+    differentiable in the critic's parameters (create_graph) so that a penalty on it can be trained."""
+    points = points.detach().requires_grad_(True)
+    scores = critic(points, labels) if labels is not None else critic(points)
+    (gradients,) = torch.autograd.grad(scores.sum(), points, create_graph=True)
+    return gradients.flatten(1)
+
+
 def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, labels: torch.Tensor | None = None,
                      generator: torch.Generator | None = None) -> torch.Tensor:
     """WGAN-GP: mean over the batch of (||grad_x critic(x_hat)||_2 - 1)^2, x_hat = e x + (1 - e) G(z),
     with one e ~ U[0, 1] per image. Differentiable in the critic's parameters (create_graph)."""
     epsilon = torch.rand(real.shape[0], *([1] * (real.dim() - 1)), generator=generator, device=real.device)
-    points = (epsilon * real.detach() + (1 - epsilon) * fake.detach()).requires_grad_(True)
-    scores = critic(points, labels) if labels is not None else critic(points)
-    (gradients,) = torch.autograd.grad(scores.sum(), points, create_graph=True)
-    return ((gradients.flatten(1).norm(2, dim=1) - 1) ** 2).mean()
+    points = epsilon * real.detach() + (1 - epsilon) * fake.detach()
+    gradients = _input_gradients(critic, points, labels)
+    return ((gradients.norm(2, dim=1) - 1) ** 2).mean()
 
 
 def r1_penalty(discriminator: nn.Module, real: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
@@ -259,10 +267,7 @@ def r1_penalty(discriminator: nn.Module, real: torch.Tensor, labels: torch.Tenso
     logit's gradient. Added to D's loss as gamma / 2 times this, it stops D from building steep walls
     around the real data, which is what makes the game oscillate instead of settling. Differentiable in
     D's parameters (create_graph)."""
-    points = real.detach().requires_grad_(True)
-    logits = discriminator(points, labels) if labels is not None else discriminator(points)
-    (gradients,) = torch.autograd.grad(logits.sum(), points, create_graph=True)
-    return gradients.flatten(1).pow(2).sum(1).mean()
+    return _input_gradients(discriminator, real, labels).pow(2).sum(1).mean()
 
 
 def generator_loss(config: GANConfig, fake_logits: torch.Tensor) -> torch.Tensor:
