@@ -333,7 +333,8 @@ def evaluate(model, specs: list[str], num_samples: int, seed: int) -> dict:
     rows = {}
     for spec in specs:
         p = parse_sampler_spec(spec)
-        images, seconds = time_sampler(model, p["sampler"], p["steps"], num_samples, seed=seed, clip=True, eta=p["eta"])
+        images, seconds = time_sampler(model, p["sampler"], p["steps"], num_samples, seed=seed, clip=True, eta=p["eta"],
+                                       timestep_spacing=p["timestep_spacing"])
         if tuple(images.shape[1:]) != (1, IMAGE_SIZE, IMAGE_SIZE):
             raise RuntimeError(f"samples of shape {tuple(images.shape)}; expected (N, 1, 28, 28)")
         scores = score_samples(images, pixel_range=(0, 1), num_samples=num_samples, seed=REFERENCE_SEED)

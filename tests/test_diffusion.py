@@ -332,14 +332,17 @@ class VOnePointOracle(nn.Module):
         return ((ab.sqrt() * x.double() - self.target) / (1 - ab).sqrt()).float()
 
 
-@pytest.mark.parametrize("kind,steps,clip", [("ddpm", 100, True), ("ddim", 20, False), ("ddim", 50, True),
-                                             ("dpmsolver", 20, True), ("dpmsolver", 10, False)])
-def test_v_prediction_samplers_return_the_one_data_point(kind, steps, clip):
+@pytest.mark.parametrize("kind,steps,clip,spacing", [
+    ("ddpm", 100, True, "leading"), ("ddim", 20, False, "leading"), ("ddim", 50, True, "leading"),
+    ("dpmsolver", 20, True, "leading"), ("dpmsolver", 10, False, "leading"), ("ddpm", 100, False, "trailing"),
+    ("ddim", 50, True, "trailing"), ("dpmsolver", 20, False, "trailing")])
+def test_v_prediction_samplers_return_the_one_data_point(kind, steps, clip, spacing):
     pytest.importorskip("diffusers")
     model = DiffusionModel(DiffusionConfig(base_channels=8, channel_mults=(1, 2), prediction_type="v_prediction"))
     target = torch.rand(1, 1, 4, 4, generator=torch.Generator().manual_seed(0)) * 1.6 - 0.8
-    scheduler = model.scheduler(kind, clip_sample=clip)
-    assert scheduler.config.prediction_type == "v_prediction" if kind == "dpmsolver" else scheduler.prediction_type == "v_prediction"
+    scheduler = model.scheduler(kind, clip_sample=clip, timestep_spacing=spacing)
+    config = scheduler.config if kind == "dpmsolver" else scheduler
+    assert config.prediction_type == "v_prediction" and config.timestep_spacing == spacing
     out = sample_loop(VOnePointOracle(target, model.schedule), scheduler, (5, 1, 4, 4),
                       generator=torch.Generator().manual_seed(1), num_inference_steps=steps)
     assert torch.allclose(out, target.expand(5, -1, -1, -1), atol=1e-4)
@@ -447,9 +450,14 @@ def test_train_ddpm_with_fewer_steps_than_the_warm_up_divisor(tmp_path):
 def test_sampler_specs_are_parsed_or_refused():
     from coursekit.cli import parse_sampler_spec
 
-    assert parse_sampler_spec("ddpm-1000") == {"sampler": "ddpm", "steps": 1000, "eta": 0.0}
-    assert parse_sampler_spec("ddim-20-eta1") == {"sampler": "ddim", "steps": 20, "eta": 1.0}
+    leading = {"eta": 0.0, "timestep_spacing": "leading"}
+    assert parse_sampler_spec("ddpm-1000") == {"sampler": "ddpm", "steps": 1000, **leading}
+    assert parse_sampler_spec("ddim-20-eta1") == {"sampler": "ddim", "steps": 20, **leading, "eta": 1.0}
     assert parse_sampler_spec("dpmsolver-20")["sampler"] == "dpmsolver"
-    for bad in ["ddim", "ddim-x", "euler-10", "ddpm-10-eta1", "ddim-10-etax", "ddim-10-foo"]:
+    assert parse_sampler_spec("ddim-50-trailing") == {"sampler": "ddim", "steps": 50, "eta": 0.0,
+                                                      "timestep_spacing": "trailing"}
+    assert parse_sampler_spec("ddim-20-eta1-trailing")["eta"] == 1.0
+    for bad in ["ddim", "ddim-x", "euler-10", "ddpm-10-eta1", "ddim-10-etax", "ddim-10-foo", "ddim-trailing",
+                "ddim-10-leading", "ddim-10-trailing-eta1", "ddpm-10-eta1-trailing"]:
         with pytest.raises(SystemExit, match="expected"):
             parse_sampler_spec(bad)

@@ -284,11 +284,35 @@ def test_the_course_s_ddim_step_is_the_exact_step_for_the_clipped_x0():
         assert gap.abs().max() < 1e-4, t
 
 
+@pytest.mark.parametrize("which", ["ddpm", "ddim"])
+@pytest.mark.parametrize("num_steps", [1, 20, 30, 50, 333, 1000])
+def test_trailing_timesteps_equal_diffusers(which, num_steps):
+    """The "trailing" grid starts at T - 1 and is diffusers' to the integer; "leading" starts lower."""
+    ours, ref = _pair("linear", which, timestep_spacing="trailing")
+    ours.set_timesteps(num_steps)
+    ref.set_timesteps(num_steps)
+    assert torch.equal(ours.timesteps, ref.timesteps) and ours.timesteps[0] == 999 and len(ours.timesteps) == num_steps
+    leading, _ = _pair("linear", which)
+    leading.set_timesteps(num_steps)
+    assert leading.timesteps[0] == (num_steps - 1) * (1000 // num_steps) and leading.timesteps[-1] == 0
+    if which == "ddpm":  # DDPM steps to the next grid point, -1 after the last, as diffusers' previous_timestep
+        grid = ours.timesteps.tolist()
+        assert [ours.previous_timestep(t) for t in grid] == [int(ref.previous_timestep(t)) for t in grid] \
+            == grid[1:] + [-1]
+
+
+def test_unknown_timestep_spacing_is_refused():
+    with pytest.raises(ValueError, match="timestep_spacing must be one of"):
+        DDIMScheduler(timestep_spacing="linspace")
+
+
 @pytest.mark.parametrize("prediction_type", ["v_prediction", "sample"])
 @pytest.mark.parametrize("which,clip", [("ddpm", False), ("ddpm", True), ("ddim", False), ("ddim", True)])
-def test_other_parameterisations_equal_diffusers(prediction_type, which, clip):
-    """v- and x0-prediction: every step equals diffusers' (the noise flag explicit for DDIM)."""
-    ours, ref = _pair("linear", which, prediction_type=prediction_type, clip_sample=clip)
+@pytest.mark.parametrize("spacing", ["leading", "trailing"])
+def test_other_parameterisations_equal_diffusers(prediction_type, which, clip, spacing):
+    """v- and x0-prediction: every step equals diffusers' (the noise flag explicit for DDIM), on
+    either timestep grid."""
+    ours, ref = _pair("linear", which, prediction_type=prediction_type, clip_sample=clip, timestep_spacing=spacing)
     ours.set_timesteps(50)
     ref.set_timesteps(50)
     x, out = _inputs(5)

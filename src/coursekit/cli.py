@@ -315,8 +315,13 @@ def train_gan_command(args) -> dict:
 
 
 def parse_sampler_spec(spec: str) -> dict:
-    """``"ddpm-1000"``, ``"ddim-50"``, ``"ddim-20-eta1"``, ``"dpmsolver-20"`` -> sampler, steps, eta."""
+    """``"ddpm-1000"``, ``"ddim-50"``, ``"ddim-20-eta1"``, ``"dpmsolver-20"``, any of them ending in
+    ``"-trailing"`` (the "trailing" timesteps instead of the default "leading" ones) -> sampler,
+    steps, eta, timestep spacing."""
     parts = spec.split("-")
+    spacing = "leading"
+    if len(parts) > 2 and parts[-1] == "trailing":
+        spacing, parts = "trailing", parts[:-1]
     sampler, steps = parts[0], parts[1] if len(parts) > 1 else ""
     eta = 0.0
     if len(parts) == 3 and parts[2].startswith("eta") and sampler == "ddim":
@@ -327,8 +332,8 @@ def parse_sampler_spec(spec: str) -> dict:
     if sampler not in ("ddpm", "ddim", "dpmsolver") or not steps.isdigit() or len(parts) > 3 or eta < 0 \
             or (len(parts) == 3 and not parts[2].startswith("eta")) or (len(parts) == 3 and sampler != "ddim"):
         raise SystemExit(f"sampler spec {spec!r}: expected 'ddpm-N', 'ddim-N', 'ddim-N-etaE' or 'dpmsolver-N', "
-                         "e.g. ddim-50 or ddim-20-eta1")
-    return {"sampler": sampler, "steps": int(steps), "eta": eta}
+                         "optionally ending in '-trailing', e.g. ddim-50, ddim-20-eta1 or ddim-50-trailing")
+    return {"sampler": sampler, "steps": int(steps), "eta": eta, "timestep_spacing": spacing}
 
 
 X0_TREATMENTS = {"clip": "x0 clipped to [-1, 1] at every step (DDIM recomputes the noise from it; "
@@ -402,12 +407,14 @@ def evaluate_samplers(model, specs: list[str], num_samples: int, seed: int, quie
     if use_clipped_model_output is not None and any(p["sampler"] != "ddim" for p in parsed.values()):
         raise SystemExit("--use-clipped-model-output applies to DDIM only")
     results = {**evaluation_header(num_samples, seed), "x0": {t: X0_TREATMENTS[t] for t in x0},
-               "timestep_spacing": "leading (every T // steps-th timestep, from the largest)",
+               "timestep_spacing": "leading (every T // steps-th timestep, from the largest), except specs ending "
+                                   "in -trailing: from T - 1 down in steps of T / steps (diffusers' 'trailing')",
                "prediction_type": model.config.prediction_type, "samplers": {}}
     for spec, p in parsed.items():
         for treatment in x0:
             images, seconds = time_sampler(model, p["sampler"], p["steps"], num_samples, seed=seed, clip=treatment == "clip",
-                                           eta=p["eta"], use_clipped_model_output=use_clipped_model_output)
+                                           eta=p["eta"], use_clipped_model_output=use_clipped_model_output,
+                                           timestep_spacing=p["timestep_spacing"])
             scores = score_samples(images, pixel_range=(0, 1), num_samples=num_samples, seed=REFERENCE_SEED)
             memorisation = memorisation_report(images, pixel_range=(0, 1), num_samples=num_samples, seed=REFERENCE_SEED)
             row = quality_row(scores, memorisation, seconds)
@@ -442,7 +449,7 @@ def evaluate_guidance(model, scales: list[float], spec: str, num_samples: int, s
                "scales": {}}
     for w in scales:
         images, seconds = time_sampler(model, p["sampler"], p["steps"], num_samples, seed=seed, eta=p["eta"],
-                                       labels=labels, guidance_scale=w)
+                                       labels=labels, guidance_scale=w, timestep_spacing=p["timestep_spacing"])
         scores = score_samples(images, pixel_range=(0, 1), num_samples=num_samples, seed=REFERENCE_SEED)
         memorisation = memorisation_report(images, pixel_range=(0, 1), num_samples=num_samples, seed=REFERENCE_SEED)
         row = quality_row(scores, memorisation, seconds)
@@ -829,6 +836,8 @@ def evaluate_text_guidance(t2i, scales: list[float], spec: str, num_samples: int
     from coursekit.text_diffusion import evaluation_prompts, prompt_accuracy
 
     p = parse_sampler_spec(spec)
+    if p["timestep_spacing"] != "leading":
+        raise SystemExit(f"sampler spec {spec!r}: prompt guidance is measured on the leading timesteps only")
     digits, levels, prompts = evaluation_prompts(num_samples, seed)
     results = {**evaluation_header(num_samples, seed), "sampler": spec, "x0": {"clip": X0_TREATMENTS["clip"]},
                "prompts": "full captions: digits 0..9 in turn, each attribute's third drawn uniformly (seeded); "
@@ -1195,7 +1204,8 @@ def build_parser() -> argparse.ArgumentParser:
                                     "the floor at N, and nearest-training-digit distances")
     evaluator.add_argument("checkpoint", help="checkpoint folder or shipped name")
     evaluator.add_argument("--samplers", nargs="+", default=["ddpm-1000", "ddim-50", "dpmsolver-20"],
-                           help="specs: ddpm-N, ddim-N, ddim-N-etaE (e.g. ddim-20-eta1), dpmsolver-N")
+                           help="specs: ddpm-N, ddim-N, ddim-N-etaE (e.g. ddim-20-eta1), dpmsolver-N; add -trailing "
+                                "for the trailing timesteps (e.g. ddim-50-trailing; default: leading)")
     evaluator.add_argument("--x0", nargs="+", choices=["clip", "none"], default=["clip"],
                            help="x0 treatments: clip (DPM-Solver: thresholding at 1) or none")
     evaluator.add_argument("--num-samples", type=int, default=1000)

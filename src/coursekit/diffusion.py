@@ -28,7 +28,8 @@ from torch import nn
 
 from coursekit.checkpoint import register_model
 from coursekit.models.unet import UNet, UNetConfig
-from coursekit.schedulers import PREDICTION_TYPES, DDIMScheduler, DDPMScheduler, NoiseSchedule, make_schedule
+from coursekit.schedulers import (PREDICTION_TYPES, TIMESTEP_SPACINGS, DDIMScheduler, DDPMScheduler, NoiseSchedule,
+                                  make_schedule)
 
 SAMPLERS = ("ddpm", "ddim", "dpmsolver")
 
@@ -95,18 +96,22 @@ class DiffusionModel(nn.Module):
                 context: torch.Tensor | None = None, context_mask: torch.Tensor | None = None) -> torch.Tensor:
         return self.unet(x, timesteps, labels, context, context_mask)
 
-    def scheduler(self, kind: str = "ddim", *, clip_sample: bool = True):
+    def scheduler(self, kind: str = "ddim", *, clip_sample: bool = True, timestep_spacing: str = "leading"):
         """A fresh scheduler with this model's schedule and prediction type:
 
-        - ``"ddpm"``, ``"ddim"``: the course's own (:mod:`coursekit.schedulers`), "leading" timestep
-          spacing, x0 clipped to [-1, 1] when ``clip_sample``;
+        - ``"ddpm"``, ``"ddim"``: the course's own (:mod:`coursekit.schedulers`), x0 clipped to
+          [-1, 1] when ``clip_sample``;
         - ``"dpmsolver"``: diffusers' ``DPMSolverMultistepScheduler`` (DPM-Solver++, 2nd order),
-          "leading" spacing, and where ``clip_sample`` its ``thresholding`` with ``sample_max_value=1``,
+          and where ``clip_sample`` its ``thresholding`` with ``sample_max_value=1``,
           which clips x0 to [-1, 1] exactly as DDIM does (the threshold s is clamped to [1, 1]).
+
+        All visit the timesteps of ``timestep_spacing``: ``"leading"`` (every T // n-th from 0,
+        the course's default) or ``"trailing"`` (from T - 1 down in steps of T / n), as diffusers
+        defines them.
         """
         c = self.config
         kwargs = dict(num_train_timesteps=c.num_train_timesteps, beta_start=c.beta_start, beta_end=c.beta_end,
-                      beta_schedule=c.schedule, prediction_type=c.prediction_type)
+                      beta_schedule=c.schedule, prediction_type=c.prediction_type, timestep_spacing=timestep_spacing)
         if kind == "ddpm":
             return DDPMScheduler(clip_sample=clip_sample, **kwargs)
         if kind == "ddim":
@@ -114,9 +119,11 @@ class DiffusionModel(nn.Module):
         if kind == "dpmsolver":
             from diffusers import DPMSolverMultistepScheduler
 
+            if timestep_spacing not in TIMESTEP_SPACINGS:
+                raise ValueError(f"timestep_spacing must be one of {TIMESTEP_SPACINGS}, got {timestep_spacing!r}")
             return DPMSolverMultistepScheduler(**self.diffusers_config(), algorithm_type="dpmsolver++", solver_order=2,
                                                thresholding=clip_sample, sample_max_value=1.0,
-                                               timestep_spacing="leading")
+                                               timestep_spacing=timestep_spacing)
         raise ValueError(f"kind must be one of {SAMPLERS}, got {kind!r}")
 
     def diffusers_config(self) -> dict:
@@ -132,9 +139,11 @@ class DiffusionModel(nn.Module):
                batch_size: int = 500, progress: bool = False, clip: bool = True,
                use_clipped_model_output: bool | None = None, guidance_scale: float | None = None,
                context: torch.Tensor | None = None, context_mask: torch.Tensor | None = None,
-               uncond_context: torch.Tensor | None = None, uncond_context_mask: torch.Tensor | None = None) -> torch.Tensor:
+               uncond_context: torch.Tensor | None = None, uncond_context_mask: torch.Tensor | None = None,
+               timestep_spacing: str = "leading") -> torch.Tensor:
         """``num_samples`` images in [0, 1], drawn with ``sampler`` (``"ddpm"``, ``"ddim"`` or
-        ``"dpmsolver"``, see :meth:`scheduler`) in batches of ``batch_size``.
+        ``"dpmsolver"``, see :meth:`scheduler`, on the timesteps of ``timestep_spacing``) in batches
+        of ``batch_size``.
 
         ``clip``: clip the predicted x0 to [-1, 1] at every step (DPM-Solver: the equivalent
         thresholding), so that samplers are compared under one x0 treatment. DDIM recomputes the
@@ -167,7 +176,7 @@ class DiffusionModel(nn.Module):
             raise ValueError("guidance_scale needs labels or a context (the condition to guide towards)")
         if use_clipped_model_output is not None and sampler != "ddim":
             raise ValueError("use_clipped_model_output applies to the DDIM sampler only")
-        scheduler = self.scheduler(sampler, clip_sample=clip)
+        scheduler = self.scheduler(sampler, clip_sample=clip, timestep_spacing=timestep_spacing)
         step_kwargs = None
         if sampler == "ddim":
             step_kwargs = {"use_clipped_model_output": True if use_clipped_model_output is None else use_clipped_model_output}
@@ -297,11 +306,11 @@ def sample_loop(model: nn.Module, scheduler, shape: tuple[int, ...], *, generato
 def time_sampler(model: DiffusionModel, sampler: str, num_inference_steps: int, num_samples: int,
                  seed: int = 0, batch_size: int = 500, clip: bool = True, eta: float = 0.0,
                  use_clipped_model_output: bool | None = None, labels: torch.Tensor | None = None,
-                 guidance_scale: float | None = None) -> tuple[torch.Tensor, float]:
+                 guidance_scale: float | None = None, timestep_spacing: str = "leading") -> tuple[torch.Tensor, float]:
     """Draw ``num_samples`` images and return them with the seconds it took."""
     start = time.perf_counter()
     images = model.sample(num_samples, torch.Generator().manual_seed(seed), sampler=sampler,
                           num_inference_steps=num_inference_steps, batch_size=batch_size, clip=clip, eta=eta,
                           use_clipped_model_output=use_clipped_model_output, labels=labels,
-                          guidance_scale=guidance_scale)
+                          guidance_scale=guidance_scale, timestep_spacing=timestep_spacing)
     return images, time.perf_counter() - start

@@ -22,12 +22,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 SCHEDULES = ("linear", "cosine")
 # What the network outputs (diffusers' names): the noise eps, v = sqrt(alpha_bar) eps - sqrt(1 - alpha_bar) x0
 # (Salimans & Ho 2022), or x0 itself.
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+TIMESTEP_SPACINGS = ("leading", "trailing")
 
 
 def linear_betas(num_train_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> torch.Tensor:
@@ -116,12 +118,15 @@ class _Scheduler:
 
     def __init__(self, num_train_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02,
                  beta_schedule: str = "linear", clip_sample: bool = True, clip_sample_range: float = 1.0,
-                 prediction_type: str = "epsilon"):
+                 prediction_type: str = "epsilon", timestep_spacing: str = "leading"):
         # diffusers calls the cosine schedule "squaredcos_cap_v2"; both names are accepted here.
         kind = "cosine" if beta_schedule == "squaredcos_cap_v2" else beta_schedule
         if prediction_type not in PREDICTION_TYPES:
             raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
+        if timestep_spacing not in TIMESTEP_SPACINGS:
+            raise ValueError(f"timestep_spacing must be one of {TIMESTEP_SPACINGS}, got {timestep_spacing!r}")
         self.prediction_type = prediction_type
+        self.timestep_spacing = timestep_spacing
         self.schedule = make_schedule(kind, num_train_timesteps, beta_start, beta_end)
         self.num_train_timesteps = num_train_timesteps
         self.beta_schedule = kind
@@ -145,14 +150,23 @@ class _Scheduler:
         return timesteps
 
     def set_timesteps(self, num_inference_steps: int, device: torch.device | str | None = None) -> None:
-        """Choose the timesteps to visit when sampling: every ``T // n``-th one, counting up from 0
-        and visited from the largest (diffusers' "leading" spacing)."""
+        """Choose the ``n`` timesteps to visit when sampling, from the largest (diffusers' two spacings):
+
+        - ``"leading"``: every ``T // n``-th one counting up from 0 (0, 20, ..., 980 for n = 50), so
+          the first step starts at t = T - T // n, not at T - 1;
+        - ``"trailing"``: counting down from T - 1 in steps of T / n, rounded (999, 979, ..., 19),
+          so the first step starts where the training noise ends (Lin et al. 2024, table 2).
+        """
         if not isinstance(num_inference_steps, int) or not 1 <= num_inference_steps <= self.num_train_timesteps:
             raise ValueError(f"num_inference_steps must be an int in 1 .. {self.num_train_timesteps}, "
                              f"got {num_inference_steps!r}")
         self.num_inference_steps = num_inference_steps
-        step_ratio = self.num_train_timesteps // num_inference_steps
-        self.timesteps = (torch.arange(num_inference_steps) * step_ratio).flip(0).to(device)
+        T = self.num_train_timesteps
+        if self.timestep_spacing == "leading":
+            self.timesteps = (torch.arange(num_inference_steps) * (T // num_inference_steps)).flip(0).to(device)
+        else:  # as diffusers: np.round(np.arange(T, 0, -T / n)) - 1, in float64
+            grid = np.round(np.arange(T, 0, -T / num_inference_steps)).astype(np.int64) - 1
+            self.timesteps = torch.from_numpy(grid).to(device)
 
     def add_noise(self, original_samples: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         """Jump straight to x_t: sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps (DDPM eq. 4)."""
@@ -215,18 +229,19 @@ class DDPMScheduler(_Scheduler):
 
     def __init__(self, num_train_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02,
                  beta_schedule: str = "linear", variance_type: str = "fixed_small", clip_sample: bool = True,
-                 clip_sample_range: float = 1.0, prediction_type: str = "epsilon"):
+                 clip_sample_range: float = 1.0, prediction_type: str = "epsilon", timestep_spacing: str = "leading"):
         if variance_type not in ("fixed_small", "fixed_large"):
             raise ValueError(f"variance_type must be 'fixed_small' or 'fixed_large', got {variance_type!r}")
         super().__init__(num_train_timesteps, beta_start, beta_end, beta_schedule, clip_sample, clip_sample_range,
-                         prediction_type)
+                         prediction_type, timestep_spacing)
         self.variance_type = variance_type
 
     def previous_timestep(self, timestep: int) -> int:
-        """The next timestep on the sampling grid (-1 after the last one)."""
+        """The next timestep on the sampling grid (-1 after the last one), as diffusers' DDPM finds it."""
         if self.num_inference_steps is None:
             return timestep - 1
-        return timestep - self.num_train_timesteps // self.num_inference_steps
+        later = self.timesteps[self.timesteps < timestep]
+        return int(later.max()) if len(later) else -1
 
     def _alpha_bars(self, t: int) -> tuple[torch.Tensor, torch.Tensor]:
         # float64 scalars: alpha_bar at t and at the previous grid point (1 before the first step)
@@ -278,9 +293,9 @@ class DDIMScheduler(_Scheduler):
 
     def __init__(self, num_train_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02,
                  beta_schedule: str = "linear", clip_sample: bool = True, set_alpha_to_one: bool = True,
-                 clip_sample_range: float = 1.0, prediction_type: str = "epsilon"):
+                 clip_sample_range: float = 1.0, prediction_type: str = "epsilon", timestep_spacing: str = "leading"):
         super().__init__(num_train_timesteps, beta_start, beta_end, beta_schedule, clip_sample, clip_sample_range,
-                         prediction_type)
+                         prediction_type, timestep_spacing)
         self.final_alpha_cumprod = torch.tensor(1.0) if set_alpha_to_one else self.alphas_cumprod[0]
         self._final_alpha_bar64 = torch.tensor(1.0, dtype=torch.float64) if set_alpha_to_one else self._alpha_bar64[0]
 
@@ -303,6 +318,7 @@ class DDIMScheduler(_Scheduler):
         if eta < 0:
             raise ValueError(f"eta must be >= 0, got {eta}")
         t = int(self._check_timesteps(timestep))
+        # as diffusers' DDIM, for either spacing: the next grid point when n divides T
         prev_t = t - self.num_train_timesteps // self.num_inference_steps
         alpha_bar_t = self._alpha_bar64[t]
         alpha_bar_prev = self._alpha_bar64[prev_t] if prev_t >= 0 else self._final_alpha_bar64
