@@ -198,10 +198,10 @@ class DiffusersAdapter(nn.Module):
         self.schedule = make_schedule(self.config.schedule, self.config.num_train_timesteps,
                                       self.config.beta_start, self.config.beta_end)
 
-    def scheduler(self, kind: str = "ddim", *, clip_sample: bool = True):
+    def scheduler(self, kind: str = "ddim", *, clip_sample: bool = True, timestep_spacing: str = "leading"):
         from coursekit.diffusion import DiffusionModel
 
-        return DiffusionModel.scheduler(self, kind, clip_sample=clip_sample)
+        return DiffusionModel.scheduler(self, kind, clip_sample=clip_sample, timestep_spacing=timestep_spacing)
 
     def diffusers_config(self) -> dict:
         from coursekit.diffusion import DiffusionModel
