@@ -109,6 +109,8 @@ class DiffusionModel(nn.Module):
         the course's default) or ``"trailing"`` (from T - 1 down in steps of T / n), as diffusers
         defines them.
         """
+        if timestep_spacing not in TIMESTEP_SPACINGS:  # diffusers' DPM-Solver would also take others
+            raise ValueError(f"timestep_spacing must be one of {TIMESTEP_SPACINGS}, got {timestep_spacing!r}")
         c = self.config
         kwargs = dict(num_train_timesteps=c.num_train_timesteps, beta_start=c.beta_start, beta_end=c.beta_end,
                       beta_schedule=c.schedule, prediction_type=c.prediction_type, timestep_spacing=timestep_spacing)
@@ -119,8 +121,6 @@ class DiffusionModel(nn.Module):
         if kind == "dpmsolver":
             from diffusers import DPMSolverMultistepScheduler
 
-            if timestep_spacing not in TIMESTEP_SPACINGS:
-                raise ValueError(f"timestep_spacing must be one of {TIMESTEP_SPACINGS}, got {timestep_spacing!r}")
             return DPMSolverMultistepScheduler(**self.diffusers_config(), algorithm_type="dpmsolver++", solver_order=2,
                                                thresholding=clip_sample, sample_max_value=1.0,
                                                timestep_spacing=timestep_spacing)

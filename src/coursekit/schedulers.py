@@ -153,9 +153,9 @@ class _Scheduler:
         """Choose the ``n`` timesteps to visit when sampling, from the largest (diffusers' two spacings):
 
         - ``"leading"``: every ``T // n``-th one counting up from 0 (0, 20, ..., 980 for n = 50), so
-          the first step starts at t = T - T // n, not at T - 1;
+          the first step starts below T - 1;
         - ``"trailing"``: counting down from T - 1 in steps of T / n, rounded (999, 979, ..., 19),
-          so the first step starts where the training noise ends (Lin et al. 2024, table 2).
+          so the first step starts where the training noise ends (Lin et al. 2024).
         """
         if not isinstance(num_inference_steps, int) or not 1 <= num_inference_steps <= self.num_train_timesteps:
             raise ValueError(f"num_inference_steps must be an int in 1 .. {self.num_train_timesteps}, "
