@@ -31,7 +31,8 @@ from test_ps1_grading import BUGS, SOURCE, TEST_POINTS
 from coursekit.grading.collect import (DEFAULT_PATTERN, AmbiguousSubmissions, SubmittedFile, collect, notebook_name, read_submissions,
                                        student_id)
 from coursekit.grading.integrity import cap_images, image_bytes, inspect_run, static_rebinding
-from coursekit.grading.sandbox import (REBIND_NOTICE, TRUNCATION_NOTICE, allowed_folders, landlock_abi, limit_output)
+from coursekit.grading.sandbox import (REBIND_NOTICE, TRUNCATION_NOTICE, WATCH_FAILED_NOTICE, WATCH_TRIES, allowed_folders,
+                                      landlock_abi, limit_output)
 from coursekit.grading.sanitize import Unrecoverable, read_notebook, sanitize
 
 RELEASE = ROOT / "exercises" / "ps1" / "ps1.ipynb"
@@ -150,6 +151,10 @@ EXPECTED = {
     "crash": ("needs review", "the kernel died in cell 17 (the student's code crashed Python"),
     "rebinder": ("needs review", "rebinds library functions the tests may use, so its test results cannot be trusted: "
                                  "cell 7: torch.allclose"),
+    # a cell that breaks the grader's own rebinding watch: its failure goes to a person, never into the test cells
+    "glitch": ("needs review", "the grader's watch for rebound library functions failed, so the test results were not "
+                               "checked for rebinding: cell 7: TypeError: vars() argument must have __dict__ attribute "
+                               "(and at "),
     "images": {**TEST_POINTS},
     "renamed": {**TEST_POINTS, "test_reconstruction_loss": 0},
     "hugeoutput": {**TEST_POINTS},
@@ -201,6 +206,7 @@ def fixture_submissions(course: Path, path: Path) -> Path:
     huge = replace_answer(good, "encoder_decoder", "from torch import nn", "from torch import nn\nfor i in range(300_000):\n    print(i)")
     rebinder = with_cell(buggy(BUGS), "encoder_decoder", REBIND)
     images = with_cell(good, "encoder_decoder", IMAGES)
+    glitch = with_cell(good, "encoder_decoder", "import sys\nsys.modules['coursekit.glitch'] = 5  # not a module")
     renamed = replace_answer(good, "reconstruction_loss", "def reconstruction_loss(", "def recon_loss(")
 
     old = datetime.datetime(2026, 11, 20, 10, 0, 0).timetuple()[:6]
@@ -226,6 +232,7 @@ def fixture_submissions(course: Path, path: Path) -> Path:
         ("sneaky/ps1.ipynb", nbformat.writes(sneaky(course)).encode(), new),
         ("rebinder/ps1.ipynb", nbformat.writes(rebinder).encode(), new),
         ("images/ps1.ipynb", nbformat.writes(images).encode(), new),
+        ("glitch/ps1.ipynb", nbformat.writes(glitch).encode(), new),
         ("renamed/ps1.ipynb", nbformat.writes(renamed).encode(), new),
         ("README.txt", b"Downloaded from the LMS", new),
         ("__MACOSX/correct/._ps1.ipynb", b"\x00\x05\x16\x07", new),
@@ -538,6 +545,54 @@ def test_rebinding_watch_names_what_a_cell_replaced():
     assert lines[5:] == ["-", notice + "coursekit.exercises.ps1.check_roc_auc]"]
 
 
+def test_rebinding_watch_never_raises_into_a_cell():
+    """A failure of the watch itself (here a transient one, as when a thread imports a module while the watch
+    reads sys.modules, and a lasting one that a cell causes) is tried again, then printed as a notice; it never
+    raises in the cell, where nbgrader would score a test cell 0 for it."""
+    script = FAKE_EVENTS + textwrap.dedent(r"""
+        import io
+        from coursekit.grading import sandbox
+
+
+        class Shell:
+            events = Events()
+            user_ns = {}
+
+        shell, stream = Shell(), io.StringIO()
+        sandbox.watch_rebinding(shell, stream)
+        def cell(code):
+            shell.events.trigger("pre_run_cell")
+            exec(code, shell.user_ns)
+            shell.events.trigger("post_run_cell")
+            text = stream.getvalue()
+            stream.seek(0)
+            stream.truncate()
+            return text.strip() or "-"
+        print(cell("import torch"))
+        namespace, failures = sandbox._namespace, []
+        def flaky(name):
+            if len(failures) < sandbox.WATCH_TRIES - 1:
+                failures.append(name)
+                raise RuntimeError("dictionary changed size during iteration")
+            return namespace(name)
+        sandbox._namespace = flaky
+        print(cell("torch.allclose = lambda *a, **k: True"), len(failures))
+        sandbox._namespace = namespace
+        print(cell("import sys\nsys.modules['coursekit.glitch'] = 5"))
+        print(cell("y = 2").replace("\n", "|"))
+        """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    failed = WATCH_FAILED_NOTICE.split("{")[0]
+    assert lines[0] == "-"
+    # (the stand-in for _namespace is itself a rebinding of a watched module's function, and is named)
+    assert lines[1] == REBIND_NOTICE.format(names="coursekit.grading.sandbox._namespace, torch.allclose") + \
+        f" {WATCH_TRIES - 1}", "two failures, then a try that works: the rebinding is found, nothing said of the failures"
+    assert lines[2] == failed + "TypeError: vars() argument must have __dict__ attribute]"
+    assert lines[3] == "||".join([lines[2]] * 2), "the next cell: the watch fails before it and after it"
+
+
 def test_static_rebinding_finds_assignments_to_library_functions_only():
     notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(text) for text in [
         "import torch\nimport numpy as np\nfrom torch import nn\nimport builtins",
@@ -565,9 +620,12 @@ def test_inspect_run_names_limits_errors_and_rebinding():
                         nbformat.v4.new_output("stream", name="stdout", text="visible checks passed\n")]
     cells[4].outputs = [nbformat.v4.new_output("error", ename="ModuleNotFoundError", evalue="No module named 'nothing'",
                                                traceback=[])]
+    cells[0].outputs = [nbformat.v4.new_output("stream", name="stdout", text="\n".join(
+        [WATCH_FAILED_NOTICE.format(error="RuntimeError: dictionary changed size during iteration")] * 2))]
     run = inspect_run(nbformat.v4.new_notebook(cells=cells))
     assert run.cpu_timeouts == ["cell 3"] and run.wall_timeouts == ["cell 4"] and run.timed_out
     assert run.rebinding == ["cell 4: torch.allclose"]
+    assert run.watch_failures == ["cell 1: RuntimeError: dictionary changed size during iteration"]
     assert run.errors == ["cell 2 (test_f) failed: NameError: name 'f' is not defined",
                           "cell 5 raised: ModuleNotFoundError: No module named 'nothing'",
                           "cell 6 (test_check) failed: it wrote to stderr, which nbgrader scores as an error: UserWarning: something"]
@@ -824,5 +882,26 @@ def test_each_set_s_correct_answers_get_full_marks_in_the_sandbox(tmp_path, assi
     report = grade(assignment, folder.parent, course, jobs=1, feedback=False)
     (outcome,) = report.outcomes
     assert outcome.status == "graded", (outcome.reason, outcome.log_tail)
-    assert {g: p for g, p in outcome.parts.items() if g in tests.TEST_POINTS} == tests.TEST_POINTS, outcome.notes
-    assert not outcome.notes and not outcome.repairs, (outcome.notes, outcome.repairs)
+    assert {g: p for g, p in outcome.parts.items() if g in tests.TEST_POINTS} == tests.TEST_POINTS, (
+        outcome.notes, error_tracebacks(course, "ada", assignment))
+    assert not outcome.notes and not outcome.repairs, (outcome.notes, outcome.repairs,
+                                                       error_tracebacks(course, "ada", assignment))
+
+
+def error_tracebacks(course: Path, student: str, assignment: str) -> str:
+    """The whole traceback of each error in a student's autograded notebook (the notes keep only its first
+    line): what a failing test prints, so that a rare error can be traced from the CI log alone."""
+    import re
+
+    path = course / "autograded" / student / assignment / f"{assignment}.ipynb"
+    if not path.exists():
+        return f"(no autograded notebook at {path})"
+    found = []
+    for k, cell in enumerate(nbformat.read(os.fspath(path), as_version=4).cells):
+        for output in cell.get("outputs", []):
+            if output.output_type == "error":
+                text = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(output.traceback))
+                found.append(f"--- cell {k + 1}:\n{text}")
+            elif output.output_type == "stream" and "Error in callback" in output.get("text", ""):
+                found.append(f"--- cell {k + 1} printed:\n{output.text}")
+    return "\n".join(found) or "(no errors in the autograded notebook)"

@@ -6,7 +6,8 @@
   (:func:`coursekit.grading.sandbox.watch_rebinding`). Either makes the test results untrustworthy:
   the submission is then marked for review, not scored.
 - :func:`inspect_run` reads the notebook nbgrader executed: the cells stopped at a time limit (CPU or
-  wall clock), the cells whose printing was cut, the rebinding notices, and the error each failing cell
+  wall clock), the cells whose printing was cut, the rebinding notices (and the watch's own failures,
+  :data:`~coursekit.grading.sandbox.WATCH_FAILED_NOTICE`), and the error each failing cell
   raised (so that a renamed function or a missing package is named in the report, not only in the
   autograded notebook).
 - :func:`cap_images` keeps the images a run stored within a budget, so that a notebook that draws
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 
 import nbformat
 
-from coursekit.grading.sandbox import REBIND_NOTICE, TRUNCATION_NOTICE
+from coursekit.grading.sandbox import REBIND_NOTICE, TRUNCATION_NOTICE, WATCH_FAILED_NOTICE
 
 # Top-level packages whose attributes the static check resolves (importing them in the grader is safe).
 RESOLVABLE = {"torch", "numpy", "scipy", "sklearn", "math", "builtins", "operator", "functools", "coursekit", "random",
@@ -136,6 +137,7 @@ class RunReport:
     cpu_timeouts: list[str] = field(default_factory=list)  # cell labels
     wall_timeouts: list[str] = field(default_factory=list)
     rebinding: list[str] = field(default_factory=list)  # "cell 9 (answer): torch.allclose"
+    watch_failures: list[str] = field(default_factory=list)  # "cell 9 (answer): RuntimeError: ..."
     errors: list[str] = field(default_factory=list)  # "cell 12 (test_x) failed: NameError: ..."
     truncated: list[str] = field(default_factory=list)
 
@@ -154,6 +156,7 @@ def inspect_run(notebook) -> RunReport:
     report = RunReport()
     notice = TRUNCATION_NOTICE.split("{")[0]
     rebind = REBIND_NOTICE.split("{")[0]
+    watch_failed = WATCH_FAILED_NOTICE.split("{")[0]
     for k, cell in enumerate(notebook.cells):
         if cell.cell_type != "code":
             continue
@@ -173,6 +176,8 @@ def inspect_run(notebook) -> RunReport:
                 for line in text.splitlines():
                     if line.startswith(rebind):
                         report.rebinding.append(f"{where}: {line[len(rebind):].rstrip(']')}")
+                    elif line.startswith(watch_failed):
+                        report.watch_failures.append(f"{where}: {line[len(watch_failed):].removesuffix(']')}")
             elif output.output_type == "error":
                 if output.ename == CPU_LIMIT_ERROR:
                     report.cpu_timeouts.append(where)
@@ -182,6 +187,7 @@ def inspect_run(notebook) -> RunReport:
                     verb = "failed" if is_test else "raised"
                     report.errors.append(f"{where} {verb}: {output.ename}: {_first_line(output.get('evalue', ''))}".rstrip(": "))
     report.truncated = list(dict.fromkeys(report.truncated))
+    report.watch_failures = list(dict.fromkeys(report.watch_failures))
     report.cpu_timeouts = list(dict.fromkeys(report.cpu_timeouts))
     report.wall_timeouts = [w for w in dict.fromkeys(report.wall_timeouts) if w not in report.cpu_timeouts]
     return report

@@ -24,6 +24,11 @@ student's code starts. Once the kernel runs, two watchers work cell by cell:
 - :func:`watch_rebinding` notices a cell that rebinds a library function the tests rely on (say
   ``torch.allclose = ...``) and prints :data:`REBIND_NOTICE` into that cell's output, so that the
   grader can mark the submission for review instead of trusting its test results.
+
+Neither watcher may raise into a cell for a failure of its own: nbgrader scores a test cell with an
+error output 0. Should the rebinding watch fail (say a thread imports a module while it reads
+``sys.modules``), it tries again, and after :data:`WATCH_TRIES` failures prints
+:data:`WATCH_FAILED_NOTICE` instead, which the grader reports as needing review.
 """
 
 from __future__ import annotations
@@ -228,6 +233,8 @@ def limit_cell_cpu(shell, seconds: float, poll: float = 0.05) -> None:
 
 
 REBIND_NOTICE = "[coursekit grader: this cell rebinds {names}]"
+WATCH_FAILED_NOTICE = "[coursekit grader: the rebinding watch failed at this cell: {error}]"
+WATCH_TRIES = 3
 # Modules whose functions the hidden tests call to check answers: rebinding one of them (torch.allclose =
 # ...) would change what the tests compute. Imported before any student code runs.
 WATCHED_MODULES = ("builtins", "math", "operator", "torch", "torch.nn", "torch.nn.functional", "torch.testing",
@@ -242,7 +249,9 @@ _KERNEL_MANAGED = {"builtins": {"exit", "quit", "get_ipython", "display", "input
 
 def _callables(name: str, namespace: dict) -> dict:
     skip = _KERNEL_MANAGED.get(name, ())
-    return {key: value for key, value in list(namespace.items())
+    # a copy first: dict.copy() reads the dict in one go, where iterating it (even inside list()) allocates and
+    # so can run the garbage collector, a finaliser and another thread, which may import a module meanwhile
+    return {key: value for key, value in namespace.copy().items()
             if key not in skip and (callable(value) or type(value).__name__ == "module")}
 
 
@@ -317,18 +326,18 @@ def watch_rebinding(shell, stream=None) -> dict:
 
     def take_new():
         names = [*WATCHED_MODULES, "torch.Tensor",
-                 *[n for n, m in list(sys.modules.items()) if m is not None and n.startswith(WATCHED_PREFIXES)]]
+                 *[n for n, m in sys.modules.copy().items() if m is not None and n.startswith(WATCHED_PREFIXES)]]
         for name in names:
             if name not in snapshot and (name in sys.modules or (name == "torch.Tensor" and "torch" in sys.modules)):
                 snapshot[name] = _callables(name, _namespace(name))
 
-    def before(*args, **kwargs):
+    def before():
         take_new()
         modules_in_namespace.clear()
-        modules_in_namespace.update({k: v for k, v in shell.user_ns.items()
+        modules_in_namespace.update({k: v for k, v in shell.user_ns.copy().items()
                                      if type(v).__name__ == "module" and getattr(v, "__name__", "") in snapshot})
 
-    def after(*args, **kwargs):
+    def after():
         changed = [name for name in rebound(snapshot, shell.user_ns, modules_in_namespace) if name not in reported]
         reported.update(changed)
         if changed:
@@ -336,8 +345,21 @@ def watch_rebinding(shell, stream=None) -> dict:
             stream.flush()
         take_new()
 
-    shell.events.register("pre_run_cell", before)
-    shell.events.register("post_run_cell", after)
+    def guarded(step):
+        # a failure of the watch itself is the grader's, never the cell's: try again, then say so in the output
+        def hook(*args, **kwargs):
+            for attempt in range(WATCH_TRIES):
+                try:
+                    return step()
+                except Exception as error:  # noqa: BLE001
+                    failure = f"{type(error).__name__}: {error}"
+            stream.write("\n" + WATCH_FAILED_NOTICE.format(error=failure) + "\n")
+            stream.flush()
+
+        return hook
+
+    shell.events.register("pre_run_cell", guarded(before))
+    shell.events.register("post_run_cell", guarded(after))
     return snapshot
 
 

@@ -661,6 +661,11 @@ def grade(assignment: str, submissions: Path | str, course: Path | str = ".", *,
             if rebound and outcome.status == "pending":
                 outcome.review(f"rebinds library functions the tests may use, so its test results cannot be trusted: "
                                f"{'; '.join(rebound)}")
+            elif run.watch_failures and outcome.status == "pending":
+                more = len(run.watch_failures) - 1
+                outcome.review("the grader's watch for rebound library functions failed, so the test results were not "
+                               f"checked for rebinding: {run.watch_failures[0]}"
+                               + (f" (and at {more} more cell{'s' * (more > 1)})" if more else ""))
             stored = image_bytes(notebook)
             removed = cap_images(notebook, image_budget)
             if removed:
