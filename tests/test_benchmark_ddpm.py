@@ -35,3 +35,25 @@ def test_benchmark_runs_both_contestants(tmp_path, load_benchmark):
         assert 0 <= row["not_a_digit"] <= 20
     assert written["contestants"]["diffusers"]["model"] == "diffusers.UNet2DModel"
     assert "| diffusers |" in written["table"] and "| coursekit |" in written["table"]
+
+
+def test_variance_probe_samples_with_the_variance_it_names(tmp_path, load_benchmark):
+    """benchmarks/ddpm_variance_probe.py, tiny (3 DDPM steps, N = 20): both variances are stored side by
+    side, they differ, and fixed_small reproduces what the shipped model's own sampler draws."""
+    from coursekit.checkpoint import load_checkpoint
+    from coursekit.cli import REFERENCE_SEED
+    from coursekit.diffusion import time_sampler
+    from coursekit.eval.quality import score_samples
+
+    probe = load_benchmark("ddpm_variance_probe")
+    out = tmp_path / "probe.json"
+    for variance in ("fixed_large", "fixed_small", "fixed_large"):
+        assert probe.main(["--variance", variance, "--steps", "3", "--num-samples", "20", "--out", str(out)]) == 0
+    rows = {row["variance_type"]: row for row in json.loads(out.read_text())["rows"]}
+    assert len(json.loads(out.read_text())["rows"]) == 2, "measuring a variance again replaces its row"
+    assert rows.keys() == {"fixed_small", "fixed_large"}
+    assert all(row["sampler"] == "ddpm-3" and row["x0"] == "clip" and row["num_samples"] == 20 for row in rows.values())
+    assert rows["fixed_small"]["fid"] != rows["fixed_large"]["fid"]
+    images, _ = time_sampler(load_checkpoint("ddpm"), "ddpm", 3, 20, seed=1)
+    expected = score_samples(images, pixel_range=(0, 1), num_samples=20, seed=REFERENCE_SEED)
+    assert math.isclose(rows["fixed_small"]["fid"], expected["fid"], rel_tol=1e-6)
