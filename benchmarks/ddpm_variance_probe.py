@@ -7,8 +7,9 @@ scores its rows: the same N, sampling seed, reference and floor, so the result s
     python benchmarks/ddpm_variance_probe.py                          # fixed_large, x0 clipped
     python benchmarks/ddpm_variance_probe.py --variance fixed_small   # reproduces the record's row
 
-Writes ``benchmarks/ddpm_variance_probe.json`` (one entry per variance and x0 treatment, replaced when
-measured again). About 27 minutes on 2 CPU cores for N = 1,000.
+Writes ``src/coursekit/checkpoints/ddpm/variance_probe.json`` (one entry per variance and x0 treatment,
+replaced when measured again), which chapter 4 reads: it ships inside the package, beside the learning
+curve, so the chapter runs in Colab too. About 27 minutes on 2 CPU cores for N = 1,000.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-OUT = Path(__file__).resolve().with_suffix(".json")
+OUT = Path(__file__).resolve().parents[1] / "src" / "coursekit" / "checkpoints" / "ddpm" / "variance_probe.json"
 
 
 def main(argv: list[str] | None = None) -> int:
