@@ -506,26 +506,31 @@ def test_cell_cpu_limit_stops_computing_not_waiting():
     assert float(first.split()[2]) < 10 and second == "slept"
 
 
+# a shell with the rebinding watch on it, and cell(code): run code as a cell, return what the watch printed ("-": nothing)
+WATCHED_SHELL = FAKE_EVENTS + textwrap.dedent("""
+    import io
+    from coursekit.grading import sandbox
+
+
+    class Shell:
+        events = Events()
+        user_ns = {}
+
+    shell, stream = Shell(), io.StringIO()
+    sandbox.watch_rebinding(shell, stream)
+    def cell(code):
+        shell.events.trigger("pre_run_cell")
+        exec(code, shell.user_ns)
+        shell.events.trigger("post_run_cell")
+        text = stream.getvalue()
+        stream.seek(0)
+        stream.truncate()
+        return text.strip() or "-"
+    """)
+
+
 def test_rebinding_watch_names_what_a_cell_replaced():
-    script = FAKE_EVENTS + textwrap.dedent(r"""
-        import io
-        from coursekit.grading.sandbox import watch_rebinding
-
-
-        class Shell:
-            events = Events()
-            user_ns = {}
-
-        shell, stream = Shell(), io.StringIO()
-        watch_rebinding(shell, stream)
-        def cell(code):
-            shell.events.trigger("pre_run_cell")
-            exec(code, shell.user_ns)
-            shell.events.trigger("post_run_cell")
-            text = stream.getvalue()
-            stream.seek(0)
-            stream.truncate()
-            return text.strip() or "-"
+    script = WATCHED_SHELL + textwrap.dedent(r"""
         print(cell("import torch, numpy as np\nimport torch.nn.functional as F"))
         print(cell("x = torch.ones(3)\ntorch.backends.cudnn.deterministic = True\ntorch.manual_seed(0)\nimport torch._dynamo"))
         print(cell("torch.allclose = lambda *a, **k: True"))
@@ -549,25 +554,7 @@ def test_rebinding_watch_never_raises_into_a_cell():
     """A failure of the watch itself (here a transient one, as when a thread imports a module while the watch
     reads sys.modules, and a lasting one that a cell causes) is tried again, then printed as a notice; it never
     raises in the cell, where nbgrader would score a test cell 0 for it."""
-    script = FAKE_EVENTS + textwrap.dedent(r"""
-        import io
-        from coursekit.grading import sandbox
-
-
-        class Shell:
-            events = Events()
-            user_ns = {}
-
-        shell, stream = Shell(), io.StringIO()
-        sandbox.watch_rebinding(shell, stream)
-        def cell(code):
-            shell.events.trigger("pre_run_cell")
-            exec(code, shell.user_ns)
-            shell.events.trigger("post_run_cell")
-            text = stream.getvalue()
-            stream.seek(0)
-            stream.truncate()
-            return text.strip() or "-"
+    script = WATCHED_SHELL + textwrap.dedent(r"""
         print(cell("import torch"))
         namespace, failures = sandbox._namespace, []
         def flaky(name):
