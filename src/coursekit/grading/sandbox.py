@@ -348,7 +348,7 @@ def watch_rebinding(shell, stream=None) -> dict:
     def guarded(step):
         # a failure of the watch itself is the grader's, never the cell's: try again, then say so in the output
         def hook(*args, **kwargs):
-            for attempt in range(WATCH_TRIES):
+            for _ in range(WATCH_TRIES):
                 try:
                     return step()
                 except Exception as error:  # noqa: BLE001
